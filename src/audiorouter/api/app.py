@@ -1,0 +1,114 @@
+"""The ASGI application: dialect routes on top of one router, with generation ids and error envelopes."""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..config import Settings, get_settings
+from ..core.errors import GatewayError, InvalidRequest
+from ..providers.registry import build_adapters
+from ..routing.catalog import Catalog
+from ..routing.router import Router
+from . import health, models, speech, transcriptions
+from .errors import error_response
+
+log = logging.getLogger("audiorouter")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    router: Router
+    version: str = __version__
+
+
+def new_generation_id() -> str:
+    return f"gen-{int(time.time())}-{secrets.token_urlsafe(12)}"
+
+
+class GenerationIdMiddleware:
+    """Gives every API request a generation id (request.state.generation_id) and puts it on the response,
+    errors included."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (scope["path"].startswith("/api/") or scope["path"].startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        gen_id = new_generation_id()
+        scope.setdefault("state", {})["generation_id"] = gen_id
+        raw = gen_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-generation-id", raw)]
+            await send(message)
+
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send_with_id(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            if started:
+                raise
+            resp = error_response(GatewayError("internal error; the request was not completed", status=500,
+                                               code="internal_error"), scope["path"])
+            await resp(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    catalog = Catalog.load(settings.catalog)
+    adapters = build_adapters(catalog, settings)
+    svc = Services(settings=settings, router=Router(catalog, adapters, settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for a in adapters.values():
+            await a.start()
+        yield
+        for a in adapters.values():
+            await a.aclose()
+
+    app = FastAPI(title="audiorouter", version=__version__, lifespan=lifespan, docs_url="/docs",
+                  openapi_url="/openapi.json")
+    app.state.services = svc
+
+    @app.exception_handler(GatewayError)
+    async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
+        return error_response(exc, request.url.path)
+
+    @app.exception_handler(404)
+    async def on_404(request: Request, exc: Any) -> Response:
+        return error_response(GatewayError(f"{request.method} {request.url.path} is not an endpoint of this server",
+                                           status=404, code="not_found"), request.url.path)
+
+    @app.exception_handler(405)
+    async def on_405(request: Request, exc: Any) -> Response:
+        return error_response(GatewayError(f"method {request.method} is not allowed on {request.url.path}",
+                                           status=405, code="method_not_allowed"), request.url.path)
+
+    for r in (transcriptions.router, speech.router, models.router, health.router):
+        app.include_router(r)
+    app.add_middleware(GenerationIdMiddleware)
+    return app

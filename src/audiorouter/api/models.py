@@ -1,0 +1,195 @@
+"""GET /api/v1/models (and /v1/models) in OpenRouter's shape, endpoints per model, and voices."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+import orjson
+
+from ..core.errors import InvalidRequest, NotFound
+from ..routing.catalog import Endpoint, Model
+from ..routing.router import LOCAL_STT, LOCAL_TTS
+from .context import services
+
+router = APIRouter()
+MODALITIES = {"text", "image", "file", "audio", "video", "embeddings", "speech", "transcription", "rerank"}
+
+
+def _price_str(v: float | None) -> str:
+    return "0" if not v else f"{v:.12f}".rstrip("0").rstrip(".")
+
+
+def pricing(e: Endpoint) -> dict[str, Any]:
+    p = e.pricing
+    out: dict[str, Any] = {
+        "prompt": _price_str((p.per_million_input_tokens or 0) / 1e6),
+        "completion": _price_str((p.per_million_output_tokens or 0) / 1e6),
+        "request": _price_str(p.per_request),
+    }
+    if p.per_second is not None:
+        out["audio"] = _price_str(p.per_second)  # per second of input audio
+        out["unit"] = "second"
+    elif p.per_million_characters is not None:
+        out["prompt"] = _price_str(p.per_million_characters / 1e6)  # per input character
+        out["unit"] = "character"
+    else:
+        out["unit"] = "token" if (p.per_million_input_tokens or p.per_million_output_tokens) else "request"
+    return out
+
+
+def supported_parameters(m: Model, eps: list[Endpoint]) -> list[str]:
+    caps = [e.capabilities for e in eps]
+    if m.kind == "transcription":
+        params = ["language", "response_format", "provider"]
+        for name, cap in (("prompt", "prompt"), ("temperature", "temperature"),
+                          ("timestamp_granularities", "word_timestamps"), ("diarize", "diarization"),
+                          ("keyterms", "keyterms"), ("stream", "streaming")):
+            if any(getattr(c, cap) for c in caps):
+                params.append(name)
+        return params
+    params = ["voice", "response_format", "provider"]
+    for name, cap in (("speed", "speed"), ("instructions", "instructions"), ("stream_format", "streaming")):
+        if any(getattr(c, cap) for c in caps):
+            params.append(name)
+    return params
+
+
+def architecture(m: Model) -> dict[str, Any]:
+    if m.kind == "transcription":
+        return {"modality": "audio->text", "input_modalities": ["audio"], "output_modalities": ["transcription"],
+                "tokenizer": "Other", "instruct_type": None}
+    return {"modality": "text->audio", "input_modalities": ["text"], "output_modalities": ["speech"],
+            "tokenizer": "Other", "instruct_type": None}
+
+
+def model_endpoints(request: Request, m: Model) -> list[Endpoint]:
+    svc = services(request)
+    eps = list(m.endpoints)
+    if svc.settings.local_substitute and m.author != "local" and "local" in svc.router.adapters:
+        eps.append(LOCAL_STT if m.kind == "transcription" else LOCAL_TTS)
+    return eps
+
+
+def model_json(request: Request, m: Model) -> dict[str, Any]:
+    router_ = services(request).router
+    eps = model_endpoints(request, m)
+    usable = [e for e in eps if router_.usable(e)]
+    top = (usable or eps)[0]
+    limits = top.limits
+    return {
+        "id": m.id,
+        "canonical_slug": m.id,
+        "hugging_face_id": None,
+        "name": m.name,
+        "created": m.created,
+        "description": m.description,
+        "context_length": limits.max_characters,
+        "architecture": architecture(m),
+        "pricing": pricing(top),
+        "top_provider": {"context_length": limits.max_characters, "max_completion_tokens": None,
+                         "is_moderated": False, "provider": top.provider, "substitute": top.substitute},
+        "per_request_limits": ({"max_bytes": limits.max_bytes, "max_seconds": limits.max_seconds,
+                                "max_characters": limits.max_characters}
+                               if any((limits.max_bytes, limits.max_seconds, limits.max_characters)) else None),
+        "supported_parameters": supported_parameters(m, usable or eps),
+        "supported_voices": m.voices or None if m.kind == "speech" else None,
+        "default_parameters": None,
+        "links": {"details": f"/api/v1/models/{m.id}/endpoints"},
+        "available": bool(usable),
+    }
+
+
+def _filter(request: Request) -> set[str] | None:
+    raw = request.query_params.get("output_modalities")
+    if raw is None:
+        return None
+    wanted = {x.strip().lower() for x in raw.split(",") if x.strip()}
+    if "all" in wanted:
+        return None
+    bad = wanted - MODALITIES
+    if bad:
+        raise InvalidRequest(f"output_modalities: unknown modality {sorted(bad)[0]!r}; use one of "
+                             f"{', '.join(sorted(MODALITIES))} or all", param="output_modalities")
+    return wanted
+
+
+@router.get("/api/v1/models")
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    wanted = _filter(request)
+    out = []
+    for m in services(request).router.catalog.models.values():
+        arch = architecture(m)
+        if wanted is not None and not wanted & set(arch["output_modalities"]):
+            continue
+        item = model_json(request, m)
+        if request.url.path.startswith("/v1/"):
+            item.update(object="model", owned_by=m.author)
+        out.append(item)
+    body: dict[str, Any] = {"data": out}
+    if request.url.path.startswith("/v1/"):
+        body["object"] = "list"
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/api/v1/models/{author}/{slug}/endpoints")
+@router.get("/v1/models/{author}/{slug}/endpoints")
+async def model_endpoints_route(request: Request, author: str, slug: str) -> Response:
+    svc = services(request)
+    mid = f"{author}/{slug}"
+    m = svc.router.catalog.find(mid)
+    if m is None:
+        raise NotFound(f"model {mid!r} does not exist", param="model",
+                       metadata={"suggestions": svc.router.catalog.suggestions(mid)})
+    eps = []
+    for e in model_endpoints(request, m):
+        prov = svc.router.catalog.providers[e.provider]
+        caps = e.capabilities
+        eps.append({
+            "name": f"{prov.name} | {m.id}",
+            "model_id": m.id, "model_name": m.name,
+            "provider_name": prov.name, "tag": e.provider, "upstream_model": e.upstream_model,
+            "context_length": e.limits.max_characters or 0, "max_completion_tokens": None, "max_prompt_tokens": None,
+            "pricing": pricing(e), "quantization": None, "service_tier": None,
+            "supported_parameters": supported_parameters(m, [e]),
+            "supports_diarization": caps.diarization, "supports_implicit_caching": False,
+            "supports_tool_choice": {"literal_none": False, "literal_auto": False, "literal_required": False, "type_function": False},
+            "native_tools": {},
+            "status": 0 if svc.router.usable(e) else -1,
+            "available": svc.router.usable(e),
+            "substitute": e.substitute,
+            "input_formats": e.input_formats, "output_formats": e.output_formats,
+            "limits": e.limits.model_dump(),
+            "capabilities": caps.model_dump(),
+            "zdr": e.zdr, "data_collection": e.data_collection,
+            "uptime_last_30m": None, "latency_last_30m": None, "throughput_last_30m": None,
+        })
+    body = {"data": {"id": m.id, "name": m.name, "created": m.created, "description": m.description,
+                     "architecture": architecture(m), "endpoints": eps}}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/v1/audio/voices")
+@router.get("/api/v1/audio/voices")
+async def voices(request: Request) -> Response:
+    svc = services(request)
+    mid = request.query_params.get("model")
+    models = [m for m in svc.router.catalog.by_kind("speech")]
+    if mid:
+        m = svc.router.catalog.find(mid)
+        if m is None:
+            raise NotFound(f"model: {mid!r} does not exist", param="model",
+                           metadata={"suggestions": svc.router.catalog.suggestions(mid, "speech")})
+        if m.kind != "speech":
+            raise InvalidRequest(f"model: {m.id} is not a speech model", param="model")
+        models = [m]
+    data = []
+    for m in models:
+        aliases = sorted({k for e in m.endpoints for k in e.voice_map})
+        for v in m.voices:
+            data.append({"id": v, "name": v, "model": m.id, "default": v == m.default_voice})
+        for a in aliases:
+            data.append({"id": a, "name": a, "model": m.id, "alias_of": m.endpoints[0].voice_map[a], "default": False})
+    return Response(orjson.dumps({"data": data}), media_type="application/json")

@@ -1,0 +1,124 @@
+"""SRT and WebVTT from a neutral transcript. Cues are built from word timings when there are any (readable
+cues: at most two lines of ~42 characters and ~7 s each), else from segments."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.types import Transcript, Word
+
+LINE_CHARS = 42
+MAX_LINES = 2
+MAX_CUE_SECONDS = 7.0
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+def _wrap(text: str, width: int = LINE_CHARS) -> list[str]:
+    lines: list[str] = []
+    cur = ""
+    for tok in text.split():
+        if cur and len(cur) + 1 + len(tok) > width:
+            lines.append(cur)
+            cur = tok
+        else:
+            cur = f"{cur} {tok}" if cur else tok
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def _cues_from_words(words: list[Word]) -> list[Cue]:
+    cues: list[Cue] = []
+    cur: list[Word] = []
+    limit = LINE_CHARS * MAX_LINES
+
+    def flush() -> None:
+        if cur:
+            cues.append(Cue(cur[0].start, cur[-1].end, " ".join(w.word.strip() for w in cur)))
+            cur.clear()
+
+    for w in words:
+        token = w.word.strip()
+        if not token:
+            continue
+        if cur:
+            text = " ".join(x.word.strip() for x in cur) + " " + token
+            too_long = len(_wrap(text)) > MAX_LINES or len(text) > limit
+            too_slow = w.end - cur[0].start > MAX_CUE_SECONDS
+            if too_long or too_slow:
+                flush()
+        cur.append(w)
+        if token[-1] in ".?!" and len(" ".join(x.word.strip() for x in cur)) > LINE_CHARS // 2:
+            flush()
+    flush()
+    return cues
+
+
+def _split_segment(start: float, end: float, text: str) -> list[Cue]:
+    """A long segment without word timings: split at word boundaries, timing by character share."""
+    text = text.strip()
+    if not text:
+        return []
+    dur = max(end - start, 0.0)
+    pieces: list[str] = []
+    cur = ""
+    for tok in text.split():
+        cand = f"{cur} {tok}" if cur else tok
+        if cur and len(_wrap(cand)) > MAX_LINES:
+            pieces.append(cur)
+            cur = tok
+        else:
+            cur = cand
+    if cur:
+        pieces.append(cur)
+    n_chunks = max(len(pieces), int(dur // MAX_CUE_SECONDS) + (1 if dur % MAX_CUE_SECONDS else 0))
+    if n_chunks > len(pieces):  # too slow even though short: split words evenly
+        toks = text.split()
+        per = max(1, -(-len(toks) // n_chunks))
+        pieces = [" ".join(toks[i:i + per]) for i in range(0, len(toks), per)]
+    total = sum(len(p) for p in pieces) or 1
+    cues, t = [], start
+    for p in pieces:
+        d = dur * len(p) / total
+        cues.append(Cue(t, t + d, p))
+        t += d
+    return cues
+
+
+def cues(transcript: Transcript) -> list[Cue]:
+    words = transcript.words
+    if words:
+        return _cues_from_words(words)
+    out: list[Cue] = []
+    for s in transcript.segments:
+        out.extend(_split_segment(s.start, s.end, s.text))
+    if not out and transcript.text.strip():
+        out = _split_segment(0.0, transcript.duration or 0.0, transcript.text)
+    return out
+
+
+def _ts(t: float, sep: str) -> str:
+    ms = int(round(max(t, 0.0) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(transcript: Transcript) -> str:
+    blocks = []
+    for i, c in enumerate(cues(transcript), 1):
+        blocks.append(f"{i}\n{_ts(c.start, ',')} --> {_ts(c.end, ',')}\n" + "\n".join(_wrap(c.text)) + "\n")
+    return "\n".join(blocks)
+
+
+def to_vtt(transcript: Transcript) -> str:
+    blocks = ["WEBVTT\n"]
+    for c in cues(transcript):
+        blocks.append(f"{_ts(c.start, '.')} --> {_ts(c.end, '.')}\n" + "\n".join(_wrap(c.text)) + "\n")
+    return "\n".join(blocks)

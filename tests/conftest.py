@@ -1,0 +1,80 @@
+"""Shared fixtures. Tests talk to real servers over HTTP: `server` is an audiorouter process started once
+per session on a free port (local engines, no keys, no network)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DEV_AUDIO = SHARED / "audio" / "dev"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, env: dict[str, str] | None = None, args: list[str] | None = None, tmp: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "AUDIOROUTER_CACHE_DIR": str(Path.home() / ".cache" / "audiorouter"),
+                    **(env or {})}
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+        self.log_path = (tmp or Path("/tmp")) / f"audiorouter-{self.port}.log"
+
+    def start(self, timeout: float = 120) -> "ServerProcess":
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "audiorouter.cli", "serve", "--port", str(self.port), *self.args],
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> ServerProcess:
+    s = ServerProcess(tmp=tmp_path_factory.mktemp("server")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def manifest() -> list[dict]:
+    with open(DEV_AUDIO / "manifest.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture
+def client(server) -> httpx.Client:
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c
