@@ -1,9 +1,15 @@
 """audiorouter serve | transcribe | speak | models"""
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="audiorouter: one API for speech-to-text and text-to-speech.")
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="audiorouter: one API for speech-to-text and text-to-speech.")
 
 
 @app.callback()
@@ -12,13 +18,11 @@ def _root() -> None:
 
 
 @app.command()
-def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
-          port: int = typer.Option(None, help="port (default 8000)"),
-          workers: int = typer.Option(None, help="local inference workers"),
+def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, AUDIOROUTER_HOST)"),
+          port: int = typer.Option(None, help="port (default 8000, AUDIOROUTER_PORT)"),
+          workers: int = typer.Option(None, help="local inference workers (AUDIOROUTER_WORKERS)"),
           log_level: str = typer.Option(None)) -> None:
     """Run the gateway."""
-    import os
-
     import uvicorn
 
     from .config import get_settings
@@ -28,6 +32,160 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"
     from .api.app import create_app
     uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_level=log_level or s.log_level,
                 loop="uvloop", http="httptools", access_log=False)
+
+
+def _engine():
+    """The same catalog, adapters and router the server uses, in-process (no server needed)."""
+    from .config import Settings
+    from .providers.registry import build_adapters
+    from .routing.catalog import Catalog
+    from .routing.router import Router
+    settings = Settings(preload=False)
+    catalog = Catalog.load(settings.catalog)
+    return Router(catalog, build_adapters(catalog, settings), settings)
+
+
+async def _close(router) -> None:
+    for a in router.adapters.values():
+        await a.aclose()
+
+
+@app.command()
+def transcribe(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="audio files"),
+               fmt: str = typer.Option("text", "--format", "-f", help="text | json | verbose_json | srt | vtt"),
+               model: str = typer.Option("local/whisper-base", "--model", "-m"),
+               language: str = typer.Option(None, "--language", "-l"),
+               translate: bool = typer.Option(False, "--translate", help="translate to English"),
+               output_dir: Path = typer.Option(None, "--output-dir", "-o",
+                                               help="write <name>.<format> files here instead of stdout")) -> None:
+    """Transcribe audio files (progress bar on long files)."""
+    import orjson
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .api.audio_input import prepare
+    from .api.render import transcript_payload
+    from .audio.subtitles import to_srt, to_vtt
+    from .core.errors import GatewayError
+    from .core.types import TRANSCRIPT_FORMATS, Audio, TranscriptionRequest
+    from .audio.sniff import canonical
+
+    if fmt not in TRANSCRIPT_FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(TRANSCRIPT_FORMATS)}")
+    err = Console(stderr=True)
+    router = _engine()
+
+    async def run() -> int:
+        failures = 0
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          TimeRemainingColumn(), console=err, transient=True) as progress:
+                for path in files:
+                    req = TranscriptionRequest(model=model, task="translate" if translate else "transcribe",
+                                               audio=Audio(path.read_bytes(), declared_format=canonical(path.suffix)),
+                                               language=language, response_format=fmt,
+                                               timestamp_granularities=["word", "segment"] if fmt in ("srt", "vtt") else ["segment"])
+                    try:
+                        prepared, _ = await prepare(req.audio, "file")
+                        task = progress.add_task(path.name, total=max(prepared.duration, 0.01))
+                        result = await router.transcribe(
+                            req, prepared, progress=lambda t, task=task: progress.update(task, completed=t))
+                        progress.update(task, completed=prepared.duration)
+                    except GatewayError as e:
+                        err.print(f"[red]{path}: {e.message}[/red]")
+                        failures += 1
+                        continue
+                    t = result.transcript
+                    if fmt == "text":
+                        out = t.text + "\n"
+                    elif fmt == "srt":
+                        out = to_srt(t)
+                    elif fmt == "vtt":
+                        out = to_vtt(t)
+                    else:
+                        out = orjson.dumps(transcript_payload(t, result.usage, fmt, "openrouter", True),
+                                           option=orjson.OPT_INDENT_2).decode() + "\n"
+                    if output_dir:
+                        output_dir.mkdir(parents=True, exist_ok=True)
+                        ext = "json" if fmt.endswith("json") else ("txt" if fmt == "text" else fmt)
+                        (output_dir / f"{path.stem}.{ext}").write_text(out, encoding="utf-8")
+                    else:
+                        if len(files) > 1 and fmt == "text":
+                            sys.stdout.write(f"==> {path} <==\n")
+                        sys.stdout.write(out)
+                        sys.stdout.flush()
+        finally:
+            await _close(router)
+        return failures
+
+    raise typer.Exit(1 if asyncio.run(run()) else 0)
+
+
+@app.command()
+def speak(text: str = typer.Argument(..., help="text to speak, or - to read stdin"),
+          output: Path = typer.Option(..., "--output", "-o", help="output file; the extension picks the format"),
+          voice: str = typer.Option(None, "--voice", "-v"),
+          model: str = typer.Option("local/hibari", "--model", "-m"),
+          speed: float = typer.Option(1.0, "--speed", min=0.25, max=4.0),
+          fmt: str = typer.Option(None, "--format", "-f", help="mp3 | wav | flac | opus | aac | pcm")) -> None:
+    """Synthesize speech to a file."""
+    from rich.console import Console
+
+    from .api.speech import encoded
+    from .core.errors import GatewayError
+    from .core.types import SPEECH_FORMATS, SpeechRequest
+
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise typer.BadParameter("text is empty")
+    fmt = fmt or output.suffix.lstrip(".").lower() or "mp3"
+    if fmt not in SPEECH_FORMATS:
+        raise typer.BadParameter(f"format must be one of {', '.join(SPEECH_FORMATS)}")
+    router = _engine()
+    err = Console(stderr=True)
+
+    async def run() -> int:
+        try:
+            result = await router.speak(SpeechRequest(model=model, input=text, voice=voice, response_format=fmt,
+                                                      speed=speed))
+            size = 0
+            with open(output, "wb") as f:
+                async for chunk in encoded(result, fmt):
+                    f.write(chunk)
+                    size += len(chunk)
+            if fmt == "wav" and size >= 44:  # a file is seekable: give it exact sizes instead of streaming ones
+                import struct
+                with open(output, "r+b") as f:
+                    f.seek(4)
+                    f.write(struct.pack("<I", size - 8))
+                    f.seek(40)
+                    f.write(struct.pack("<I", size - 44))
+            err.print(f"wrote {output} ({size} bytes, {fmt}, via {result.route.provider})")
+            return 0
+        except GatewayError as e:
+            err.print(f"[red]{e.message}[/red]")
+            return 1
+        finally:
+            await _close(router)
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@app.command()
+def models(kind: str = typer.Option(None, "--kind", help="transcription | speech")) -> None:
+    """List the catalog's models and which providers can serve them here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    router = _engine()
+    table = Table("id", "kind", "providers (usable marked *)", "voices")
+    for m in router.catalog.models.values():
+        if kind and m.kind != kind:
+            continue
+        provs = ", ".join(f"{e.provider}{'*' if router.usable(e) else ''}" for e in router._endpoints(m))
+        table.add_row(m.id, m.kind, provs, ", ".join(m.voices[:6]) + (" ..." if len(m.voices) > 6 else ""))
+    Console().print(table)
 
 
 def main() -> None:
