@@ -21,7 +21,9 @@ def _root() -> None:
 def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, AUDIOROUTER_HOST)"),
           port: int = typer.Option(None, help="port (default 8000, AUDIOROUTER_PORT)"),
           workers: int = typer.Option(None, help="local inference workers (AUDIOROUTER_WORKERS)"),
-          log_level: str = typer.Option(None)) -> None:
+          log_level: str = typer.Option(None),
+          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                                help="serve a non-loopback address without API keys")) -> None:
     """Run the gateway."""
     import uvicorn
 
@@ -29,6 +31,7 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, 
     if workers:
         os.environ["AUDIOROUTER_WORKERS"] = str(workers)
     s = get_settings()
+    s.host, s.insecure_no_auth = host or s.host, insecure_no_auth or s.insecure_no_auth  # checked at start-up
     from .api.app import create_app
     uvicorn.run(create_app(s), host=host or s.host, port=port or s.port, log_level=log_level or s.log_level,
                 loop="uvloop", http="httptools", access_log=False)
@@ -186,6 +189,11 @@ def models(kind: str = typer.Option(None, "--kind", help="transcription | speech
         provs = ", ".join(f"{e.provider}{'*' if router.usable(e) else ''}" for e in router._endpoints(m))
         table.add_row(m.id, m.kind, provs, ", ".join(m.voices[:6]) + (" ..." if len(m.voices) > 6 else ""))
     Console().print(table)
+
+
+from .cli_keys import db_app, keys_app  # noqa: E402
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -5,11 +5,17 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "audiorouter"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "audiorouter"
 
 
@@ -28,7 +34,16 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 100 * 1024 * 1024
     max_speech_chars: int = 4096
-    upstream_timeout_s: float = 60.0
+    upstream_timeout_s: float = 60.0  # per attempt, for providers whose catalog entry sets no timeout_s
+
+    # routing: retries, fallbacks and the circuit breaker (routing/router.py, routing/health.py)
+    retry_attempts: int = 2          # attempts per endpoint before moving to the next (1 = no retry)
+    retry_backoff_s: float = 0.25    # first backoff; doubles per retry, with jitter
+    retry_backoff_max_s: float = 2.0
+    retry_after_max_s: float = 5.0   # honour an upstream Retry-After up to this; longer moves on at once
+    request_deadline_s: float = 300.0  # all attempts of one request together
+    breaker_threshold: int = 5       # consecutive failures that pause an endpoint
+    breaker_cooldown_s: float = 30.0  # then one probe request is let through
 
     # local engines
     local_substitute: bool = True  # serve catalog models whose upstream has no key with the local engines
@@ -38,7 +53,44 @@ class Settings(BaseSettings):
     whisper_model_dir: Path | None = None  # a CTranslate2 Whisper directory to use instead of the bundled base
     preload: bool = True  # load local models at start-up rather than on the first request
 
+    # long audio (routing/longform.py): audio longer than this, or than the serving endpoint's limits, is
+    # split at silences and the chunks transcribed `chunk_concurrency` at a time (0 = local workers, or 4
+    # for upstream providers); each chunk gets the previous chunk's text as prompt where supported
+    chunk_seconds: float = 180.0
+    chunk_concurrency: int = 0
+    chunk_context: bool = True
+    tmp_dir: str | None = None  # where decoded long audio is spilled (default: the system temp dir)
+
+    # transcript cache (cache.py): SQLite in cache_dir, or Redis when redis_url is set; ttl 0 disables
+    cache_ttl_s: int = 7 * 24 * 3600
+    cache_path: Path | None = None  # the SQLite file (default: cache_dir/transcripts.db)
+    redis_url: str | None = None
+
+    # input_audio.url (api/url_input.py)
+    url_fetch: bool = True
+    url_fetch_allow_private: bool = False  # allow loopback/private/link-local targets (only for trusted setups)
+    url_fetch_allow_hosts: str = ""  # comma-separated IPs or CIDRs allowed even though private
+    url_fetch_max_bytes: int | None = None  # default: max_body_bytes
+    url_fetch_timeout_s: float = 30.0
+    url_fetch_max_redirects: int = 5
+
     log_level: str = "info"
+
+    # keys, ledger, limits (store/): SQLite file in data_dir unless database_url names PostgreSQL
+    data_dir: Path = default_data_dir()
+    database_url: str | None = None  # postgresql://user@host/db or sqlite:///path; default sqlite in data_dir
+    redis_url: str | None = None  # redis://host:6379/0: rate limits and concurrency shared by all replicas
+    redis_prefix: str = "audiorouter:"
+    migrate_on_start: bool = True
+    require_auth: bool = False  # demand a key even before any key exists
+    insecure_no_auth: bool = False  # allow binding a non-loopback address with auth off
+    management_key: SecretStr | None = None  # bootstrap management key, registered at start-up
+    secret_key: SecretStr | None = None  # encrypts stored provider keys (BYOK); or secret_key_file
+    secret_key_file: Path | None = None
+    byok_fee: float = 0.05  # share of the list price charged when the caller's own provider key is used
+    default_rpm: int | None = None  # per-key requests per minute when the key sets none (None: unlimited)
+    default_concurrency: int | None = None  # per-key concurrent requests when the key sets none
+    reservation_ttl_s: float = 900.0  # an unsettled reservation older than this is released (crashed replica)
 
 
 @lru_cache(maxsize=1)

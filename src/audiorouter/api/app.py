@@ -19,7 +19,8 @@ from ..core.errors import GatewayError, InvalidRequest
 from ..providers.registry import build_adapters
 from ..routing.catalog import Catalog
 from ..routing.router import Router
-from . import health, models, speech, transcriptions
+from ..store import Store
+from . import auth, generations, health, keys, models, speech, transcriptions
 from .errors import error_response
 
 log = logging.getLogger("audiorouter")
@@ -81,18 +82,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     catalog = Catalog.load(settings.catalog)
     adapters = build_adapters(catalog, settings)
     svc = Services(settings=settings, router=Router(catalog, adapters, settings))
+    store = Store(settings)  # keys, ledger, limits (store/)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await auth.start_store(store)
         for a in adapters.values():
             await a.start()
         yield
         for a in adapters.values():
             await a.aclose()
+        await store.close()
 
     app = FastAPI(title="audiorouter", version=__version__, lifespan=lifespan, docs_url="/docs",
                   openapi_url="/openapi.json")
     app.state.services = svc
+    app.state.store = store
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -108,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(GatewayError(f"method {request.method} is not allowed on {request.url.path}",
                                            status=405, code="method_not_allowed"), request.url.path)
 
-    for r in (transcriptions.router, speech.router, models.router, health.router):
+    for r in (transcriptions.router, speech.router, models.router, health.router, keys.router, generations.router):
         app.include_router(r)
+    auth.install(app)  # key auth + per-key limits (inside the generation-id middleware)
     app.add_middleware(GenerationIdMiddleware)
     return app

@@ -19,6 +19,7 @@ def route_headers(route: Route) -> dict[str, str]:
         h["X-Provider-Substitute"] = "true"
     if route.ignored_params:
         h["X-Ignored-Parameters"] = ",".join(route.ignored_params)
-    if len(route.attempts) > 1:
+    if route.attempts:
         h["X-Attempts"] = str(len(route.attempts))
+        h["X-Route-Attempts"] = route.attempts_header()
     return h

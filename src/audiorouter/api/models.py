@@ -90,9 +90,12 @@ def model_json(request: Request, m: Model) -> dict[str, Any]:
         "pricing": pricing(top),
         "top_provider": {"context_length": limits.max_characters, "max_completion_tokens": None,
                          "is_moderated": False, "provider": top.provider, "substitute": top.substitute},
-        "per_request_limits": ({"max_bytes": limits.max_bytes, "max_seconds": limits.max_seconds,
-                                "max_characters": limits.max_characters}
-                               if any((limits.max_bytes, limits.max_seconds, limits.max_characters)) else None),
+        # OpenRouter's per_request_limits are token limits ({prompt_tokens, completion_tokens}, both required
+        # by its SDKs); audio endpoints have none, so null. The media limits are under "limits".
+        "per_request_limits": None,
+        "limits": ({"max_bytes": limits.max_bytes, "max_seconds": limits.max_seconds,
+                    "max_characters": limits.max_characters}
+                   if any((limits.max_bytes, limits.max_seconds, limits.max_characters)) else None),
         "supported_parameters": supported_parameters(m, usable or eps),
         "supported_voices": m.voices or None if m.kind == "speech" else None,
         "default_parameters": None,
@@ -106,7 +109,7 @@ def _filter(request: Request) -> set[str] | None:
     if raw is None:
         return None
     wanted = {x.strip().lower() for x in raw.split(",") if x.strip()}
-    if "all" in wanted:
+    if not wanted or "all" in wanted:  # an empty value filters nothing, like no parameter
         return None
     bad = wanted - MODALITIES
     if bad:
@@ -128,10 +131,28 @@ async def list_models(request: Request) -> Response:
         if request.url.path.startswith("/v1/"):
             item.update(object="model", owned_by=m.author)
         out.append(item)
-    body: dict[str, Any] = {"data": out}
+    body: dict[str, Any] = {"data": out, "links": {"next": None}, "total_count": len(out)}  # OpenRouter's list shape
     if request.url.path.startswith("/v1/"):
         body["object"] = "list"
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/api/v1/model/{author}/{slug}")  # OpenRouter's SDKs: models.get(author, slug)
+@router.get("/api/v1/models/{author}/{slug}")
+@router.get("/v1/models/{author}/{slug}")
+async def get_model(request: Request, author: str, slug: str) -> Response:
+    """One model (OpenAI's GET /v1/models/{model}, which the SDKs' models.retrieve() calls)."""
+    svc = services(request)
+    mid = f"{author}/{slug}"
+    m = svc.router.catalog.find(mid)
+    if m is None:
+        raise NotFound(f"model: {mid!r} does not exist", param="model",
+                       metadata={"suggestions": svc.router.catalog.suggestions(mid)})
+    item = model_json(request, m)
+    if request.url.path.startswith("/v1/"):
+        item.update(object="model", owned_by=m.author)
+        return Response(orjson.dumps(item), media_type="application/json")
+    return Response(orjson.dumps({"data": item}), media_type="application/json")
 
 
 @router.get("/api/v1/models/{author}/{slug}/endpoints")
@@ -155,7 +176,7 @@ async def model_endpoints_route(request: Request, author: str, slug: str) -> Res
             "pricing": pricing(e), "quantization": None, "service_tier": None,
             "supported_parameters": supported_parameters(m, [e]),
             "supports_diarization": caps.diarization, "supports_implicit_caching": False,
-            "supports_tool_choice": {"literal_none": False, "literal_auto": False, "literal_required": False, "type_function": False},
+            "supports_tool_choice": {"none": False, "auto": False, "required": False, "function": False},
             "native_tools": {},
             "status": 0 if svc.router.usable(e) else -1,
             "available": svc.router.usable(e),
@@ -164,7 +185,11 @@ async def model_endpoints_route(request: Request, author: str, slug: str) -> Res
             "limits": e.limits.model_dump(),
             "capabilities": caps.model_dump(),
             "zdr": e.zdr, "data_collection": e.data_collection,
-            "uptime_last_30m": None, "latency_last_30m": None, "throughput_last_30m": None,
+            # measured by the router (routing/health.py): ms to answer / first audio; audio s or chars per s
+            "uptime_last_5m": None, "uptime_last_30m": svc.router.health.uptime(e.key), "uptime_last_1d": None,
+            "latency_last_30m": svc.router.health.snapshot(e.key)["latency_ms"],
+            "throughput_last_30m": svc.router.health.snapshot(e.key)["throughput"],
+            "circuit": svc.router.health.state(e.key),
         })
     body = {"data": {"id": m.id, "name": m.name, "created": m.created, "description": m.description,
                      "architecture": architecture(m), "endpoints": eps}}

@@ -1,172 +1,276 @@
 """Dialect bodies -> neutral requests. JSON (OpenRouter: base64 input_audio) and OpenAI multipart. Every
-problem becomes a 400 naming the field."""
+problem becomes a 400 naming the field (413 for a body over the limit), never a 500."""
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from typing import Any
 
 import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
+from starlette.types import Message
 
-from ..core.errors import InvalidRequest, PayloadTooLarge
+from ..audio.sniff import INPUT_FORMATS, canonical, known, sniff
+from ..core.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from ..core.types import (SPEECH_FORMATS, TRANSCRIPT_FORMATS, Audio, RoutingPrefs, SpeechRequest,
                           TranscriptionRequest)
-from ..audio.sniff import canonical
 
-_DATA_URI = re.compile(rb"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.I)
+_DATA_URI = re.compile(rb"^\s*data:[\w/+.-]*(;[\w=.+-]+)*;base64,", re.I)
 _WS = re.compile(rb"\s+")
+_B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+# ISO 639-1 codes, plus the three-letter codes Whisper uses (haw, yue). A code outside this list is a 400
+# at parse time; whether the serving engine knows the language is the provider's business.
+ISO_639_1 = frozenset("""
+aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee
+el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is
+it iu ja jv jw ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr
+ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si
+sk sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh
+yi yo za zh zu haw yue
+""".split())
+LANGUAGE_CODES = {  # English names clients send instead of codes (OpenAI's verbose_json reports names)
+    "english": "en", "german": "de", "spanish": "es", "french": "fr", "italian": "it", "russian": "ru",
+    "japanese": "ja", "chinese": "zh", "mandarin": "zh", "cantonese": "yue", "portuguese": "pt",
+    "dutch": "nl", "korean": "ko", "arabic": "ar", "hindi": "hi", "polish": "pl", "turkish": "tr",
+    "swedish": "sv", "ukrainian": "uk", "czech": "cs", "greek": "el", "finnish": "fi", "danish": "da",
+    "norwegian": "no", "hebrew": "he", "indonesian": "id", "vietnamese": "vi", "thai": "th",
+    "romanian": "ro", "hungarian": "hu", "catalan": "ca", "persian": "fa",
+}
+PROVIDER_SORTS = ("price", "latency", "throughput")
+
+
+# ---- body -----------------------------------------------------------------------------------------------
+def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
+    what = f"request body is {size} bytes, over" if size is not None else "request body is over"
+    return PayloadTooLarge(f"{what} the limit of {limit} bytes (AUDIOROUTER_MAX_BODY_BYTES)",
+                           metadata={"limit": limit}, code="request_too_large")
+
+
+def _check_length(request: Request, limit: int) -> None:
+    cl = request.headers.get("content-length")
+    if cl and cl.strip().isdigit() and int(cl) > limit:
+        raise _too_large(limit, int(cl))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    cl = request.headers.get("content-length")
-    if cl and cl.isdigit() and int(cl) > limit:
-        raise PayloadTooLarge(f"request body is {int(cl)} bytes; the limit is {limit} bytes", metadata={"limit": limit})
+    """The whole body, refusing (413) as soon as it passes `limit`, with or without Content-Length."""
+    _check_length(request, limit)
     buf = bytearray()
     async for chunk in request.stream():
         buf += chunk
         if len(buf) > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", metadata={"limit": limit})
-    return bytes(buf)
+            raise _too_large(limit)
+    return buf  # a bytearray: orjson reads it as is, without a second full copy
+
+
+def limited_request(request: Request, limit: int) -> Request:
+    """The same request whose body stream raises 413 once more than `limit` bytes have arrived (chunked
+    uploads have no Content-Length to check up front)."""
+    _check_length(request, limit)
+    received = 0
+    receive = request.receive
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _too_large(limit)
+        return message
+
+    return Request(request.scope, counting_receive)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    if not body.strip():
+    if not body or body.isspace():  # (strip() would copy the whole body)
         raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest(f"body: invalid JSON ({e})", param="body") from None
     if not isinstance(data, dict):
-        raise InvalidRequest("body: expected a JSON object", param="body")
+        raise InvalidRequest(f"body: expected a JSON object, got {_kind(data)}", param="body")
     return data
 
 
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    if isinstance(v, UploadFile):
+        return "a file upload"
+    return type(v).__name__
+
+
 def decode_b64(s: str | bytes, field: str) -> bytes:
-    raw = s.encode("ascii", "ignore") if isinstance(s, str) else s
-    m = _DATA_URI.match(raw[:200])
+    """Standard or URL-safe base64, with or without padding, line breaks or a data: URI prefix."""
+    if isinstance(s, str) and s[:5].lower() != "data:":
+        try:  # the usual case, decoded straight from the str: no ASCII copy of a large body first
+            out = binascii.a2b_base64(s, strict_mode=True)
+            if out:
+                return out
+        except (binascii.Error, ValueError):
+            pass
+    if isinstance(s, str):
+        try:
+            raw = s.encode("ascii")
+        except UnicodeEncodeError:
+            raise _invalid_b64(field, "it contains non-ASCII characters") from None
+    else:
+        raw = s
+    m = _DATA_URI.match(raw[:256])
     if m:
         raw = raw[m.end():]
     try:
         out = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        cleaned = _WS.sub(b"", raw)
-        cleaned += b"=" * (-len(cleaned) % 4)
+        cleaned = _WS.sub(b"", raw).translate(_URLSAFE).rstrip(b"=")
+        if not _B64.fullmatch(cleaned) or len(cleaned) % 4 == 1:
+            raise _invalid_b64(field, "it has characters outside the base64 alphabet or a bad length") from None
         try:
-            out = base64.b64decode(cleaned, validate=True)
+            out = base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4), validate=True)
         except (binascii.Error, ValueError):
-            try:
-                out = base64.urlsafe_b64decode(cleaned)
-                if not out:
-                    raise ValueError
-            except (binascii.Error, ValueError):
-                raise InvalidRequest(f"{field}: invalid base64 (send the raw base64 of the file, without a data: URI)",
-                                     param=field, code="invalid_base64") from None
+            raise _invalid_b64(field, "it could not be decoded") from None
     if not out:
-        raise InvalidRequest(f"{field}: the audio is empty", param=field)
+        raise InvalidRequest(f"{field}: the audio is empty (0 bytes)", param=field, code="invalid_audio")
     return out
+
+
+def _invalid_b64(field: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: invalid base64 ({why}); send the base64 of the audio file's bytes",
+                          param=field, code="invalid_base64")
 
 
 # ---- typed field helpers ------------------------------------------------------------------------------
 def _str(d: dict, key: str, *, required: bool = False, prefix: str = "") -> str | None:
     v = d.get(key)
+    name = prefix + key
     if v is None:
         if required:
-            raise InvalidRequest(f"{prefix}{key}: required field is missing", param=prefix + key)
+            raise InvalidRequest(f"{name}: required field is missing", param=name)
         return None
     if not isinstance(v, str):
-        raise InvalidRequest(f"{prefix}{key}: expected a string, got {type(v).__name__}", param=prefix + key)
+        raise InvalidRequest(f"{name}: expected a string, got {_kind(v)}", param=name)
     if required and not v.strip():
-        raise InvalidRequest(f"{prefix}{key}: must not be empty", param=prefix + key)
+        raise InvalidRequest(f"{name}: must not be empty", param=name)
     return v
 
 
-def _num(d: dict, key: str, lo: float | None = None, hi: float | None = None) -> float | None:
+def _num(d: dict, key: str, lo: float | None = None, hi: float | None = None, *, prefix: str = "") -> float | None:
     v = d.get(key)
+    name = prefix + key
     if v is None:
         return None
     if isinstance(v, str):
         try:
-            v = float(v)
+            v = float(v.strip())
         except ValueError:
-            raise InvalidRequest(f"{key}: expected a number, got {v!r}", param=key) from None
+            raise InvalidRequest(f"{name}: expected a number, got {v[:40]!r}", param=name) from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InvalidRequest(f"{key}: expected a number, got {type(v).__name__}", param=key)
+        raise InvalidRequest(f"{name}: expected a number, got {_kind(v)}", param=name)
+    try:
+        v = float(v)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise InvalidRequest(f"{name}: expected a finite number", param=name)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise InvalidRequest(f"{key}: {v} is out of range; it must be between {lo} and {hi}", param=key)
-    return float(v)
+        raise InvalidRequest(f"{name}: {v:g} is out of range; it must be between {lo:g} and {hi:g}", param=name,
+                             metadata={"min": lo, "max": hi})
+    return v
 
 
-def _bool(d: dict, key: str) -> bool | None:
+def _bool(d: dict, key: str, *, prefix: str = "") -> bool | None:
     v = d.get(key)
     if v is None:
         return None
     if isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0"):
-        return v.lower() in ("true", "1")
-    raise InvalidRequest(f"{key}: expected a boolean, got {v!r}", param=key)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
+        return v.strip().lower() in ("true", "1")
+    raise InvalidRequest(f"{prefix}{key}: expected a boolean, got {_kind(v)}", param=prefix + key)
 
 
-def _str_list(d: dict, key: str) -> list[str] | None:
+def _str_list(d: dict, key: str, *, prefix: str = "") -> list[str] | None:
     v = d.get(key)
     if v is None:
         return None
     if isinstance(v, str):
         v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise InvalidRequest(f"{key}: expected a list of strings", param=key)
+        raise InvalidRequest(f"{prefix}{key}: expected a list of strings", param=prefix + key)
     return v
 
 
 def parse_provider(v: Any) -> RoutingPrefs:
     if v is None:
         return RoutingPrefs()
-    if isinstance(v, str):
+    if isinstance(v, str):  # multipart sends it as a JSON string
         try:
             v = orjson.loads(v)
         except orjson.JSONDecodeError:
             raise InvalidRequest("provider: expected a JSON object", param="provider") from None
     if not isinstance(v, dict):
-        raise InvalidRequest("provider: expected an object", param="provider")
+        raise InvalidRequest(f"provider: expected an object, got {_kind(v)}", param="provider")
+    pre = "provider."
     p = RoutingPrefs()
     for key in ("order", "only", "ignore"):
-        lst = _str_list(v, key) if key in v else None
-        setattr(p, key, lst)
-    fb = _bool(v, "allow_fallbacks")
+        setattr(p, key, _str_list(v, key, prefix=pre))
+    fb = _bool(v, "allow_fallbacks", prefix=pre)
     p.allow_fallbacks = True if fb is None else fb
-    p.require_parameters = bool(_bool(v, "require_parameters"))
+    p.require_parameters = bool(_bool(v, "require_parameters", prefix=pre))
     sort = v.get("sort")
     if isinstance(sort, dict):
         sort = sort.get("by")
-    if sort is not None and sort not in ("price", "latency", "throughput"):
-        raise InvalidRequest(f"provider.sort: {sort!r} is not one of price, latency, throughput", param="provider.sort")
+    if sort is not None and (not isinstance(sort, str) or sort not in PROVIDER_SORTS):
+        raise InvalidRequest(f"provider.sort: {str(sort)[:40]!r} is not one of {', '.join(PROVIDER_SORTS)}",
+                             param="provider.sort")
     p.sort = sort
     mp = v.get("max_price")
     if mp is not None:
-        if not isinstance(mp, dict) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in mp.values()):
-            raise InvalidRequest("provider.max_price: expected an object of numbers", param="provider.max_price")
+        if not isinstance(mp, dict) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                               and math.isfinite(x) and x >= 0 for x in mp.values()):
+            raise InvalidRequest("provider.max_price: expected an object of non-negative numbers",
+                                 param="provider.max_price")
         p.max_price = {k: float(x) for k, x in mp.items()}
     dc = v.get("data_collection")
-    if dc is not None and dc not in ("allow", "deny"):
+    if dc is not None and (not isinstance(dc, str) or dc not in ("allow", "deny")):
         raise InvalidRequest("provider.data_collection: must be 'allow' or 'deny'", param="provider.data_collection")
     p.data_collection = dc
-    zdr = _bool(v, "zdr")
-    p.zdr = zdr
-    opts = v.get("options") or {}
-    if not isinstance(opts, dict) or not all(isinstance(x, dict) for x in opts.values()):
-        raise InvalidRequest("provider.options: expected an object of objects keyed by provider slug",
+    p.zdr = _bool(v, "zdr", prefix=pre)
+    opts = v.get("options")
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise InvalidRequest(f"provider.options: expected an object keyed by provider slug, got {_kind(opts)}",
                              param="provider.options")
+    for slug, o in opts.items():
+        if not isinstance(o, dict):
+            raise InvalidRequest(f"provider.options.{slug}: expected an object of that provider's options, got "
+                                 f"{_kind(o)}", param=f"provider.options.{slug}")
     p.options = opts
     return p
 
 
 def _response_format(v: str | None, default: str) -> str:
-    fmt = (v or default).lower()
+    fmt = (v or default).strip().lower()
     if fmt not in TRANSCRIPT_FORMATS:
-        raise InvalidRequest(f"response_format: {v!r} is not one of {', '.join(TRANSCRIPT_FORMATS)}",
+        raise InvalidRequest(f"response_format: {v[:40]!r} is not one of {', '.join(TRANSCRIPT_FORMATS)}",
                              param="response_format")
     return fmt
 
@@ -176,33 +280,69 @@ def _granularities(v: list[str] | None) -> list[str]:
         return ["segment"]
     bad = [g for g in v if g not in ("word", "segment")]
     if bad:
-        raise InvalidRequest(f"timestamp_granularities: {bad[0]!r} is not 'word' or 'segment'",
+        raise InvalidRequest(f"timestamp_granularities: {bad[0][:40]!r} is not 'word' or 'segment'",
                              param="timestamp_granularities")
     return v or ["segment"]
 
 
+def parse_language(v: str | None) -> str | None:
+    """'en', 'EN-us', 'en_GB', 'English' -> 'en'; '' -> None (detect); anything else is a 400."""
+    if v is None or not v.strip():
+        return None
+    s = v.strip().lower()
+    if s in LANGUAGE_CODES:
+        return LANGUAGE_CODES[s]
+    code = s.replace("_", "-").split("-")[0]
+    if code not in ISO_639_1:
+        raise InvalidRequest(f"language: {v[:40]!r} is not an ISO-639-1 language code (e.g. en, de, ja)",
+                             param="language")
+    return code
+
+
+def _declared_format(fmt: str | None, data: bytes, field: str) -> str | None:
+    """The declared format, canonical. An unknown name is only a 400 when the bytes do not tell us either."""
+    declared = canonical(fmt)
+    if declared is None:
+        if fmt is not None:
+            raise InvalidRequest(f"{field}: must not be empty; use one of {', '.join(INPUT_FORMATS)}", param=field)
+        return None
+    if not known(declared) and sniff(data) is None:
+        raise InvalidRequest(f"{field}: {fmt[:40]!r} is not a supported audio format; use one of "
+                             f"{', '.join(INPUT_FORMATS)}", param=field, metadata={"formats": list(INPUT_FORMATS)})
+    return declared
+
+
+# ---- transcription ------------------------------------------------------------------------------------
 def transcription_from_json(data: dict[str, Any], task: str) -> TranscriptionRequest:
     model = _str(data, "model", required=True)
     ia = data.get("input_audio")
     if ia is None:
         raise InvalidRequest("input_audio: required field is missing (send {data, format})", param="input_audio")
     if not isinstance(ia, dict):
-        raise InvalidRequest("input_audio: expected an object with data and format", param="input_audio")
-    fmt = _str(ia, "format", prefix="input_audio.")
-    if ia.get("url") is not None and ia.get("data") is None:
-        raise InvalidRequest("input_audio.url: URL input is not enabled on this server; send input_audio.data",
-                             param="input_audio.url")
+        raise InvalidRequest(f"input_audio: expected an object with data and format, got {_kind(ia)}",
+                             param="input_audio")
+    if ia.get("url") is not None:  # fetched later by api/url_input.py
+        if ia.get("data") is not None:
+            raise InvalidRequest("input_audio: send either data or url, not both", param="input_audio.url")
+        url = _str(ia, "url", required=True, prefix="input_audio.")
+        fmt = _str(ia, "format", prefix="input_audio.")
+        if fmt is not None and not known(canonical(fmt)):
+            raise InvalidRequest(f"input_audio.format: {fmt[:40]!r} is not a supported audio format; use one of "
+                                 f"{', '.join(INPUT_FORMATS)}", param="input_audio.format")
+        req = _common(data, model, Audio(b"", declared_format=canonical(fmt)), task)
+        req.extra["input_audio_url"] = url
+        return req
     b64 = _str(ia, "data", required=True, prefix="input_audio.")
-    audio = Audio(decode_b64(b64, "input_audio.data"), declared_format=canonical(fmt))
+    fmt = _str(ia, "format", required=True, prefix="input_audio.")
+    raw = decode_b64(b64, "input_audio.data")
+    audio = Audio(raw, declared_format=_declared_format(fmt, raw, "input_audio.format"))
     return _common(data, model, audio, task)
 
 
 def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> TranscriptionRequest:
     req = TranscriptionRequest(model=model, audio=audio, task=task)  # type: ignore[arg-type]
-    req.language = _str(data, "language")
-    if req.language:
-        req.language = req.language.strip().lower().split("-")[0] or None
-    req.prompt = _str(data, "prompt")
+    req.language = parse_language(_str(data, "language"))
+    req.prompt = _str(data, "prompt") or None
     req.temperature = _num(data, "temperature", 0.0, 1.0)
     req.response_format = _response_format(_str(data, "response_format"), "json")
     req.timestamp_granularities = _granularities(_str_list(data, "timestamp_granularities"))
@@ -210,7 +350,7 @@ def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> Transc
     req.models = _str_list(data, "models")
     req.session_id = _str(data, "session_id")
     req.user = _str(data, "user")
-    for flag in ("diarize", "stream"):
+    for flag in ("diarize", "stream", "cache"):
         b = _bool(data, flag)
         if b is not None:
             req.extra[flag] = b
@@ -221,13 +361,13 @@ def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> Transc
 
 
 async def transcription_from_form(request: Request, task: str, limit: int) -> TranscriptionRequest:
-    cl = request.headers.get("content-length")
-    if cl and cl.isdigit() and int(cl) > limit:
-        raise PayloadTooLarge(f"request body is {int(cl)} bytes; the limit is {limit} bytes", metadata={"limit": limit})
+    request = limited_request(request, limit)
     try:
         form = await request.form(max_files=4, max_fields=64, max_part_size=4 * 1024 * 1024)
+    except GatewayError:
+        raise
     except Exception as e:  # multipart parser errors
-        raise InvalidRequest(f"body: malformed multipart form ({e})", param="body") from None
+        raise InvalidRequest(f"body: malformed multipart form ({str(e)[:200]})", param="body") from None
     try:
         data: dict[str, Any] = {}
         for key, value in form.multi_items():
@@ -238,6 +378,7 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
                 data.setdefault(k, []).append(value)
             else:
                 data[k] = value
+        model = _str(data, "model", required=True)
         up = form.get("file")
         if up is None:
             raise InvalidRequest("file: required field is missing (upload the audio as 'file')", param="file")
@@ -245,46 +386,58 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
             raise InvalidRequest("file: expected a file upload, got a text field", param="file")
         content = await up.read()
         if len(content) > limit:
-            raise PayloadTooLarge(f"file exceeds the limit of {limit} bytes", metadata={"limit": limit})
+            raise _too_large(limit, len(content))
         if not content:
-            raise InvalidRequest("file: the uploaded file is empty", param="file")
+            raise InvalidRequest("file: the uploaded file is empty (0 bytes)", param="file", code="invalid_audio")
         name = up.filename or ""
         ext = canonical(name.rsplit(".", 1)[-1]) if "." in name else None
-        declared = canonical(data.get("format")) if isinstance(data.get("format"), str) else ext
-        model = _str(data, "model", required=True)
+        fmt_field = data.get("format")
+        if fmt_field is not None:
+            if not isinstance(fmt_field, str):
+                raise InvalidRequest(f"format: expected a string, got {_kind(fmt_field)}", param="format")
+            declared = _declared_format(fmt_field, content, "format")
+        else:  # a file name's extension is only a hint: unknown ones ("blob", ".bin") mean "detect"
+            declared = ext if known(ext) else None
         return _common(data, model, Audio(content, declared_format=declared, filename=name), task)
     finally:
         await form.close()
 
 
+# ---- speech -------------------------------------------------------------------------------------------
 def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: int) -> SpeechRequest:
     model = _str(data, "model", required=True)
     text = data.get("input")
     if text is None:
         raise InvalidRequest("input: required field is missing", param="input")
     if isinstance(text, list):  # multi-speaker turns: join their text for single-voice engines
-        try:
-            text = "\n".join(t["text"] for t in text)
-        except (TypeError, KeyError):
-            raise InvalidRequest("input: expected a string or a list of {text} turns", param="input") from None
+        if not all(isinstance(t, dict) and isinstance(t.get("text"), str) for t in text):
+            raise InvalidRequest("input: expected a string or a list of {text} turns", param="input")
+        text = "\n".join(t["text"] for t in text)
     if not isinstance(text, str):
-        raise InvalidRequest(f"input: expected a string, got {type(text).__name__}", param="input")
+        raise InvalidRequest(f"input: expected a string, got {_kind(text)}", param="input")
     if not text.strip():
         raise InvalidRequest("input: must not be empty", param="input")
     if len(text) > max_chars:
-        raise InvalidRequest(f"input: {len(text)} characters is over the limit of {max_chars}", param="input",
-                             metadata={"limit": max_chars})
-    fmt = (_str(data, "response_format") or default_format).lower()
+        raise InvalidRequest(f"input: {len(text)} characters is over the limit of {max_chars} "
+                             "(AUDIOROUTER_MAX_SPEECH_CHARS)", param="input", metadata={"limit": max_chars},
+                             code="input_too_long")
+    if not any(ch.isalnum() for ch in text):
+        raise InvalidRequest("input: has nothing to speak (no letters or digits)", param="input")
+    raw_fmt = _str(data, "response_format")
+    fmt = (raw_fmt or default_format).strip().lower()
     if fmt == "pcm16":
         fmt = "pcm"
     if fmt not in SPEECH_FORMATS:
-        raise InvalidRequest(f"response_format: {fmt!r} is not one of {', '.join(SPEECH_FORMATS)}",
+        raise InvalidRequest(f"response_format: {fmt[:40]!r} is not one of {', '.join(SPEECH_FORMATS)}",
                              param="response_format")
     speed = _num(data, "speed", 0.25, 4.0)
-    sf = (_str(data, "stream_format") or "audio").lower()
+    sf = (_str(data, "stream_format") or "audio").strip().lower()
     if sf not in ("audio", "sse"):
-        raise InvalidRequest(f"stream_format: {sf!r} is not 'audio' or 'sse'", param="stream_format")
-    return SpeechRequest(model=model, input=text, voice=_str(data, "voice"), response_format=fmt,
-                         speed=1.0 if speed is None else speed, instructions=_str(data, "instructions"),
+        raise InvalidRequest(f"stream_format: {sf[:40]!r} is not 'audio' or 'sse'", param="stream_format")
+    voice = _str(data, "voice")
+    if voice is not None:
+        voice = voice.strip() or None
+    return SpeechRequest(model=model, input=text, voice=voice, response_format=fmt,
+                         speed=1.0 if speed is None else speed, instructions=_str(data, "instructions") or None,
                          stream_format=sf, provider=parse_provider(data.get("provider")),
                          models=_str_list(data, "models"), session_id=_str(data, "session_id"), user=_str(data, "user"))

@@ -12,9 +12,11 @@ from starlette.responses import Response, StreamingResponse
 
 from ..audio.encode import StreamEncoder, content_type
 from ..audio.transcode import transcode_stream
+from ..routing import longform
 from ..routing.router import SpeechResult
 from .context import route_headers, services
 from .errors import dialect_of
+from .generations import track
 from .parsing import parse_json, read_body, speech_from_json
 
 router = APIRouter()
@@ -66,13 +68,16 @@ async def speech(request: Request) -> Response:
     data = parse_json(await read_body(request, svc.settings.max_body_bytes))
     req = speech_from_json(data, default_format="mp3" if dialect == "openai" else "pcm",
                            max_chars=svc.settings.max_speech_chars)
-    result = await svc.router.speak(req)
+    async with track(request, req) as gen:  # ledger row, limit reservation
+        result = await longform.speak(svc.router, req)  # text over an endpoint's max_characters is split
+        gen.served(result.route, result.usage, streaming=True)
     request.state.usage = result.usage
     headers = route_headers(result.route)
     headers["X-Characters"] = str(len(req.input))
     headers["X-Cost"] = f"{result.usage.cost:.10f}".rstrip("0").rstrip(".") or "0"
     if req.stream_format == "sse":
-        return StreamingResponse(sse(result, req.response_format), media_type="text/event-stream", headers=headers)
-    return StreamingResponse(encoded(result, req.response_format),
+        return StreamingResponse(gen.stream(sse(result, req.response_format)), media_type="text/event-stream",
+                                 headers=headers)
+    return StreamingResponse(gen.stream(encoded(result, req.response_format)),
                              media_type=content_type(req.response_format, output_rate(result, req.response_format)),
                              headers=headers)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from ..cache import get_cache
+from ..cache import policy as cache_policy
 from ..core.errors import InvalidRequest
-from .audio_input import prepare
+from ..routing.longform import TranscriptionJob
+from .auth import principal
 from .context import route_headers, services
 from .errors import dialect_of
+from .generations import track
 from .parsing import parse_json, read_body, transcription_from_form, transcription_from_json
 from .render import render_transcript
+from .sse import tracked_events
+from .url_input import fetch_audio
 
 router = APIRouter()
 
@@ -27,15 +33,50 @@ async def parse_transcription(request: Request, task: str):
                          param="Content-Type", status=415)
 
 
-async def handle(request: Request, task: str) -> Response:
+async def open_job(request: Request, req, field: str) -> TranscriptionJob:
+    """URL input, cache policy, decoding and chunk planning: every 4xx happens here, before any answer."""
     svc = services(request)
+    url = req.extra.pop("input_audio_url", None)
+    if url is not None:
+        req.audio.data, hint = await fetch_audio(url, svc.settings)
+        req.audio.declared_format = req.audio.declared_format or hint
+        field = "input_audio.url"
+    if req.response_format in ("srt", "vtt") and not req.want_words:
+        req.timestamp_granularities = [*req.timestamp_granularities, "word"]  # cues from word timings
+    if req.extra.get("stream") and req.response_format not in ("json", "text"):
+        raise InvalidRequest(f"stream: streaming sends text events; use response_format json or text, not "
+                             f"{req.response_format}", param="stream")
+    cache = get_cache(request.app, svc.settings)
+    p = principal(request)
+    job = TranscriptionJob(svc.router, req, field, svc.settings, cache=cache,
+                           cache_mode=cache_policy(request.headers.get("cache-control"), req.extra.get("cache"), req),
+                           namespace=p.hash if p is not None else "")
+    await job.prepare()
+    return job
+
+
+async def handle(request: Request, task: str) -> Response:
     req, field = await parse_transcription(request, task)
-    prepared, headers = await prepare(req.audio, field)
-    result = await svc.router.transcribe(req, prepared)
-    headers.update(route_headers(result.route))
-    headers["X-Audio-Duration"] = f"{prepared.duration:.3f}"
+    job = await open_job(request, req, field)
+    dialect = dialect_of(request.url.path)
+    if req.extra.get("stream"):  # SSE; the ledger row settles when the stream ends
+        tracker = track(request, req, seconds=job.duration)
+        try:
+            gen = await tracker.__aenter__()
+        except BaseException:
+            job.close()
+            raise
+        return StreamingResponse(tracked_events(tracker, gen, job, dialect, request.state),
+                                 media_type="text/event-stream", headers={**job.headers, "Cache-Control": "no-cache"})
+    try:
+        async with track(request, req, seconds=job.duration) as gen:  # ledger row, limit reservation
+            result = await job.run()
+            gen.served(result.route, result.usage)
+    finally:
+        job.close()
+    headers = {**job.headers, **route_headers(result.route)}
     request.state.usage = result.usage
-    return render_transcript(result.transcript, result.usage, req.response_format, dialect_of(request.url.path),
+    return render_transcript(result.transcript, result.usage, req.response_format, dialect,
                              req.want_words, headers)
 
 

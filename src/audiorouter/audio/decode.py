@@ -1,17 +1,41 @@
-"""Decode any supported input to 16 kHz mono float32 in memory (PyAV), and measure its duration."""
+"""Decode any supported input to 16 kHz mono float32 in memory (PyAV), and measure its duration.
+
+The container is chosen by the bytes (sniff), never by the declared format, except for headerless PCM
+(s16le, 16 kHz, mono), which has no signature and is decoded as such only when declared "pcm". Every way
+input can be bad is an InvalidRequest (400) naming the request field: empty, not audio, no audio stream,
+no samples, corrupt or truncated, too long."""
 from __future__ import annotations
 
 import io
+import logging
+import os
 from dataclasses import dataclass
 
 import av
 import numpy as np
 
 from ..core.errors import InvalidRequest
-from .sniff import sniff
+from .sniff import known, sniff
 
 TARGET_RATE = 16000
 PCM_RATE = 16000  # headerless "pcm" input: s16le, 16 kHz, mono
+
+# The demuxers an upload may be opened with. Anything else (playlists, concat lists, image or subtitle
+# formats...) is refused before it can open other files or URLs.
+ALLOWED_DEMUXERS = ",".join([
+    "wav", "w64", "mp3", "flac", "ogg", "matroska", "webm", "mov", "mp4", "m4a", "3gp", "3g2", "aac", "aiff",
+    "asf", "amr", "amrnb", "amrwb", "caf", "au", "voc",
+])
+_FORCE = {  # canonical format -> demuxer to force when probing alone fails
+    "wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "opus": "ogg", "webm": "matroska", "m4a": "mp4",
+    "mp4": "mp4", "aac": "aac", "aiff": "aiff", "asf": "asf", "amr": "amr", "caf": "caf",
+}
+# Decoded audio is held in memory as float32 (64 KB a second); refuse what would not fit comfortably.
+MAX_SECONDS = float(os.environ.get("AUDIOROUTER_MAX_AUDIO_SECONDS", 4 * 3600))
+# Up to this share of packets may fail to decode (a glitch, a cut last frame) before the file is refused.
+MAX_BAD_PACKET_SHARE = 0.1
+
+logging.getLogger("libav").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -20,47 +44,249 @@ class Decoded:
     source_format: str
     source_rate: int | None = None
     source_channels: int | None = None
+    decode_errors: int = 0  # packets that failed to decode and were skipped
 
     @property
     def duration(self) -> float:
         return len(self.samples) / TARGET_RATE
 
 
-def decode(data: bytes, declared: str | None = None, *, field: str = "input_audio.data") -> Decoded:
+def _bad(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: {message}", param=field, code="invalid_audio")
+
+
+def decode(data: bytes, declared: str | None = None, *, field: str = "input_audio.data",
+           max_seconds: float | None = None) -> Decoded:
     """Decode by the bytes' real container; `declared` only matters for headerless PCM."""
     if not data:
-        raise InvalidRequest(f"{field}: the audio is empty", param=field)
-    detected = sniff(data)
-    if detected is None and declared in ("pcm", None):
-        if len(data) % 2:
-            data = data[:-1]
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-        if declared == "pcm":
-            return Decoded(samples, "pcm", PCM_RATE, 1)
+        raise _bad(field, "the audio is empty (0 bytes)")
+    limit = MAX_SECONDS if max_seconds is None else max_seconds
+    detected = sniff(data, signatures_only=declared == "pcm")
+    if detected is None and declared == "pcm":
+        return _decode_pcm(data, field, limit)
+    if detected is None and declared not in (None, "pcm") and known(declared) and declared not in ("mp3", "aac"):
+        # every other known container starts with a signature: these bytes are not one
+        raise _bad(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
+                          "known audio format; if this is headerless 16 kHz 16-bit mono PCM, declare format pcm")
+    return _decode_container(data, detected, declared, field, limit)
+
+
+def _decode_pcm(data: bytes, field: str, limit: float) -> Decoded:
+    usable = len(data) - (len(data) % 2)
+    if usable == 0:
+        raise _bad(field, "the audio decodes to no samples (headerless pcm needs at least one 16-bit sample)")
+    if usable / 2 / PCM_RATE > limit:
+        raise _too_long(field, usable / 2 / PCM_RATE, limit)
+    samples = np.frombuffer(data, dtype="<i2", count=usable // 2).astype(np.float32) * np.float32(1 / 32768)
+    return Decoded(samples, "pcm", PCM_RATE, 1)
+
+
+def _too_long(field: str, seconds: float, limit: float) -> InvalidRequest:
+    return InvalidRequest(f"{field}: the audio is longer than this server accepts ({seconds:.0f} s; the limit is "
+                          f"{limit:.0f} s)", param=field, code="audio_too_long", metadata={"limit_seconds": limit})
+
+
+def _open(data: bytes, force: str | None):
+    return av.open(io.BytesIO(data), mode="r", format=force, metadata_errors="ignore",
+                   container_options={"format_whitelist": ALLOWED_DEMUXERS})
+
+
+def _decode_container(data: bytes, detected: str | None, declared: str | None, field: str,
+                      limit: float) -> Decoded:
+    what = detected or (declared if known(declared) else None) or "any known audio format"
     try:
-        return _decode_container(data, detected or declared or "unknown", field)
+        container = _open(data, None)
+    except (av.FFmpegError, ValueError, OSError, EOFError) as first:
+        force = _FORCE.get(detected or "")
+        if force is None:
+            raise _bad(field, f"could not decode the audio as {what}: {_reason(first)}") from None
+        try:
+            container = _open(data, force)
+        except (av.FFmpegError, ValueError, OSError, EOFError) as e:
+            raise _bad(field, f"could not decode the audio as {what}: {_reason(e)}") from None
+    try:
+        return _decode_open(container, detected, field, limit, what)
+    finally:
+        container.close()
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, av.error.EOFError) or isinstance(e, EOFError):
+        return "the data ends before any audio could be read (an empty or truncated file)"
+    if isinstance(e, av.error.InvalidDataError):
+        return "the data is not valid audio of that kind (corrupt, truncated or not audio at all)"
+    if isinstance(e, av.error.PermissionError):
+        return "this kind of file is not accepted as audio input"
+    return e.__class__.__name__
+
+
+class _Mono16k:
+    """Resample frames of any format/layout/rate to float32 mono 16 kHz, re-creating the resampler if the
+    stream changes shape midway (concatenated mp3s do)."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self._rs: av.AudioResampler | None = None
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+
+    def _take(self, frames) -> None:
+        for out in frames:
+            a = out.to_ndarray().reshape(-1)
+            self.parts.append(a)
+            self.n += len(a)
+
+    def feed(self, frame: av.AudioFrame) -> None:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self._key:
+            self.flush()
+            self._rs = av.AudioResampler(format="flt", layout="mono", rate=TARGET_RATE)
+            self._key = key
+        self._take(self._rs.resample(frame))
+
+    def flush(self) -> None:
+        if self._rs is not None:
+            self._take(self._rs.resample(None))
+            self._rs = None
+            self._key = None
+
+    def samples(self) -> np.ndarray:
+        if not self.parts:
+            return np.zeros(0, np.float32)
+        return np.concatenate(self.parts).astype(np.float32, copy=False)
+
+
+def _decode_open(container, detected: str | None, field: str, limit: float, what: str) -> Decoded:
+    streams = container.streams.audio
+    if not streams:
+        raise _bad(field, "the file has no audio stream")
+    stream = streams[0]
+    rate, channels = stream.rate, stream.channels
+    fmt = detected or _container_name(container)
+    declared_s = _declared_seconds(container, stream)
+    if declared_s is not None and declared_s > limit * 1.05:
+        raise _too_long(field, declared_s, limit)
+    out = _Mono16k()
+    packets = bad = 0
+    demux_error: BaseException | None = None
+    last_error: BaseException | None = None
+    try:
+        for packet in container.demux(stream):
+            packets += 1
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, ValueError) as e:
+                bad += 1
+                last_error = e
+                continue
+            for frame in frames:
+                out.feed(frame)
+            if out.n > limit * TARGET_RATE:
+                raise _too_long(field, out.n / TARGET_RATE, limit)
     except InvalidRequest:
         raise
-    except (av.FFmpegError, ValueError, IndexError, StopIteration, EOFError, OSError) as e:
-        raise InvalidRequest(f"{field}: could not decode the audio as {detected or declared or 'any known format'} ({e.__class__.__name__})",
-                             param=field) from None
-
-
-def _decode_container(data: bytes, fmt: str, field: str) -> Decoded:
-    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-        streams = container.streams.audio
-        if not streams:
-            raise InvalidRequest(f"{field}: the file has no audio stream", param=field)
-        stream = streams[0]
-        rate, channels = stream.rate, stream.channels
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=TARGET_RATE)
-        parts: list[np.ndarray] = []
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                parts.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            parts.append(out.to_ndarray().reshape(-1))
-    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:  # the demuxer gave up
+        demux_error = e
+    try:
+        out.flush()
+    except (av.FFmpegError, ValueError):
+        bad += 1
+    samples = out.samples()
+    seconds = len(samples) / TARGET_RATE
     if samples.size == 0:
-        raise InvalidRequest(f"{field}: the audio decodes to no samples", param=field)
-    return Decoded(samples.astype(np.float32, copy=False), fmt, rate, channels)
+        if bad or demux_error is not None:
+            err = demux_error or last_error
+            raise _bad(field, f"could not decode any audio as {what}: {_reason(err)}")
+        raise _bad(field, "the audio decodes to no samples (the file holds no sound)")
+    errors = bad + (1 if demux_error is not None else 0)
+    if errors:
+        if bad > max(1, MAX_BAD_PACKET_SHARE * packets):
+            raise _bad(field, f"the audio is corrupt: {bad} of {packets} packets could not be decoded")
+        if declared_s and seconds < 0.9 * declared_s - 0.5:
+            raise _bad(field, f"the audio is truncated or corrupt: the file says it lasts {declared_s:.2f} s "
+                              f"but decoding stopped after {seconds:.2f} s")
+    return Decoded(samples, fmt, rate, channels, decode_errors=errors)
+
+
+def _declared_seconds(container, stream) -> float | None:
+    try:
+        if stream.duration is not None and stream.time_base is not None:
+            s = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            s = container.duration / 1_000_000
+        else:
+            return None
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return s if 0 < s < 1e7 else None
+
+
+def _container_name(container) -> str:
+    name = container.format.name.split(",")[0]
+    return {"matroska": "webm", "mov": "mp4", "w64": "wav", "amrnb": "amr", "amrwb": "amr"}.get(name, name)
+
+
+# ---- fast path: PCM WAV measured from its header ------------------------------------------------------------
+@dataclass(frozen=True)
+class WavLayout:
+    """Where the sample frames of a constant-frame-size WAV are, read from its RIFF header alone."""
+    tag: int           # 1 PCM, 3 IEEE float, 6 A-law, 7 mu-law (WAVE_FORMAT_EXTENSIBLE resolved)
+    rate: int
+    channels: int
+    bits: int
+    block_align: int
+    offset: int        # first byte of the data chunk's payload
+    frames: int        # whole frames present (the header's size, capped at the bytes really there)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.rate
+
+
+_FRAME_TAGS = {1, 3, 6, 7}
+
+
+def wav_layout(data: bytes) -> WavLayout | None:
+    """Parse a RIFF/WAVE header (fmt + data chunks) without decoding; None for anything that is not a plain
+    frame-based WAV (ADPCM, odd chunk layouts, truncated headers): those take the full decoder."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    end = len(data)
+    while pos + 8 <= end:
+        cid = data[pos:pos + 4]
+        size = int.from_bytes(data[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            if size < 16 or body + 16 > end:
+                return None
+            tag = int.from_bytes(data[body:body + 2], "little")
+            channels = int.from_bytes(data[body + 2:body + 4], "little")
+            rate = int.from_bytes(data[body + 4:body + 8], "little")
+            block_align = int.from_bytes(data[body + 12:body + 14], "little")
+            bits = int.from_bytes(data[body + 14:body + 16], "little")
+            if tag == 0xFFFE and size >= 40 and body + 26 <= end:
+                tag = int.from_bytes(data[body + 24:body + 26], "little")  # the sub-format GUID's first bytes
+            fmt = (tag, channels, rate, block_align, bits)
+        elif cid == b"data":
+            if fmt is None:
+                return None
+            tag, channels, rate, block_align, bits = fmt
+            if tag not in _FRAME_TAGS or not (0 < channels <= 32) or not (1000 <= rate <= 768000) \
+                    or block_align != channels * ((bits + 7) // 8) or block_align == 0:
+                return None
+            available = end - body
+            n = available if size in (0, 0xFFFFFFFF) or size > available else size  # streamed / truncated
+            return WavLayout(tag, rate, channels, bits, block_align, body, n // block_align)
+        if size == 0xFFFFFFFF:
+            return None
+        pos = body + size + (size & 1)
+    return None
+
+
+def wav_samples(data: bytes, layout: WavLayout) -> np.ndarray | None:
+    """16 kHz mono float32 straight from 16-bit mono 16 kHz PCM (no resampling needed), else None."""
+    if layout.tag != 1 or layout.bits != 16 or layout.channels != 1 or layout.rate != TARGET_RATE:
+        return None
+    pcm = np.frombuffer(data, dtype="<i2", count=layout.frames, offset=layout.offset)
+    return pcm.astype(np.float32) * np.float32(1 / 32768)

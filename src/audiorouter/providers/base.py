@@ -2,6 +2,7 @@
 one typed method per capability. Adapters know nothing of HTTP routes or dialects."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, runtime_checkable
 
@@ -11,6 +12,12 @@ from ..core.types import SpeechRequest, Transcript, TranscriptionRequest
 
 if TYPE_CHECKING:
     from ..routing.catalog import Endpoint, Provider as ProviderSpec
+
+
+# The caller's own provider keys (BYOK) for the request being served: provider slug -> key. Set by the
+# ledger (api/generations.py track()) in the request's context before the router runs; TranscriptionRequest
+# also carries them as req.extra["byok"].
+BYOK_KEYS: ContextVar[dict[str, str] | None] = ContextVar("audiorouter_byok_keys", default=None)
 
 
 @dataclass
@@ -55,7 +62,16 @@ class ProviderAdapter:
 
     @property
     def api_key(self) -> str | None:
-        return self.spec.resolved_key()
+        """The key for the request being served: the caller's own (BYOK) key for this provider when it
+        stored one, else the gateway's."""
+        return self.api_key_for(None)
+
+    def api_key_for(self, req: Any = None) -> str | None:
+        extra = getattr(req, "extra", None)
+        byok = extra.get("byok") if isinstance(extra, dict) else None
+        if byok is None:
+            byok = BYOK_KEYS.get()
+        return (byok or {}).get(self.slug) or self.spec.resolved_key()
 
     def available(self) -> bool:
         """Whether this provider can be a candidate (e.g. it has an API key)."""

@@ -14,11 +14,37 @@ from .local_whisper import WhisperEngine
 from .whisper_weights import ensure_whisper_base
 from .workers import WorkerPool
 
+STT_BATCH = 8  # windows decoded together at most (AUDIOROUTER_WHISPER_BATCH_SIZE when settings has it)
+
+
+def _stt_options(req: TranscriptionRequest, options: dict[str, Any]) -> tuple[str | None, str | None, float | None]:
+    """language, prompt, temperature for Whisper: the request's, overridden by provider.options.local; a
+    wrong type or a language Whisper does not know is a 400, not an engine crash."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    language = options.get("language", req.language)
+    prompt = options.get("prompt", req.prompt)
+    temperature = options.get("temperature", req.temperature)
+    pre = "provider.options.local." if "language" in options else ""
+    if language is not None and (not isinstance(language, str) or language not in _LANGUAGE_CODES):
+        raise InvalidRequest(f"{pre}language: {str(language)[:40]!r} is not a language the local Whisper knows",
+                             param=f"{pre}language")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InvalidRequest("provider.options.local.prompt: expected a string", param="provider.options.local.prompt")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 1):
+        raise InvalidRequest("provider.options.local.temperature: expected a number between 0 and 1",
+                             param="provider.options.local.temperature")
+    return language, prompt, temperature
+
 
 class LocalProvider(ProviderAdapter):
     def __init__(self, slug, spec, settings):
         super().__init__(slug, spec, settings)
         self.pool = WorkerPool(settings.workers, settings.queue_size)
+        # Transcriptions wait in their thread for the Whisper engine's batch decoder (which does the compute),
+        # so enough of them must be in flight at once to fill a batch.
+        self.stt_batch = int(getattr(settings, "whisper_batch_size", 0) or STT_BATCH)
+        self.stt_pool = WorkerPool(max(settings.workers, self.stt_batch), settings.queue_size, name="stt")
         self._whisper: WhisperEngine | None = None
         self.hibari = HibariEngine(settings.cache_dir)
         self.voices = bundled_voices()
@@ -30,7 +56,8 @@ class LocalProvider(ProviderAdapter):
     def whisper(self) -> WhisperEngine:
         if self._whisper is None:
             model_dir = self.settings.whisper_model_dir or ensure_whisper_base(self.settings.cache_dir)
-            self._whisper = WhisperEngine(model_dir, self.settings.workers, self.settings.whisper_beam_size)
+            self._whisper = WhisperEngine(model_dir, self.settings.workers, self.settings.whisper_beam_size,
+                                          batch_size=self.stt_batch)
         return self._whisper
 
     async def start(self) -> None:
@@ -40,14 +67,16 @@ class LocalProvider(ProviderAdapter):
 
     async def aclose(self) -> None:
         self.pool.shutdown()
+        self.stt_pool.shutdown()
 
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint, options: dict[str, Any],
                          progress=None) -> Transcript:
         engine = self.whisper
-        prompt = options.get("prompt", req.prompt)
-        return await self.pool.run(lambda: engine.transcribe(
-            audio.samples, task=req.task, language=options.get("language", req.language), prompt=prompt,
-            temperature=options.get("temperature", req.temperature), words=req.want_words, progress=progress))
+        language, prompt, temperature = _stt_options(req, options)
+        return await self.stt_pool.run(lambda: engine.transcribe(
+            audio.samples, task=req.task, language=language, prompt=prompt,
+            temperature=temperature, words=req.want_words, progress=progress,
+            on_segment=getattr(progress, "on_segment", None)))
 
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         if voice not in self.voices:

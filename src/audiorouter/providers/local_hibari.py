@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from importlib import resources
 from pathlib import Path
@@ -43,13 +44,48 @@ class HibariEngine:
         tts = self.load(voice)
         model_speed = float(min(max(speed, 0.5), 2.0))
         rest = 1.0 if model_speed == speed else speed / model_speed
-        for ps in tts.phonemize(text):
-            if cancelled():
-                return
-            audio = tts.from_ids(tts.ids(ps), model_speed)
-            if rest != 1.0:
-                audio = _time_scale(audio, rest)
-            yield audio.astype(np.float32, copy=False)
+        for piece in speech_pieces(text, tts.split_sentences):
+            for ps in tts.phonemize(piece):  # one sentence at a time: the first is not held up by the rest
+                if cancelled():
+                    return
+                audio = tts.from_ids(tts.ids(ps), model_speed)
+                if rest != 1.0:
+                    audio = _time_scale(audio, rest)
+                yield audio.astype(np.float32, copy=False)
+
+
+FIRST_PIECE_CHARS = 60  # a first sentence longer than this is split at clause punctuation (time to first audio)
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:—–])\s+")
+_FUNCTION_WORD = re.compile(r"\s(?=(?:and|but|or|so|because|which|that|when|while|where|who|if|although)\s)", re.I)
+
+
+def speech_pieces(text: str, split_sentences: Callable[[str], list[str]]) -> Iterator[str]:
+    """Sentences in order, the first one cut short when it is long: synthesis time grows with length, so
+    the first audio leaves after one clause instead of one long sentence."""
+    sentences = split_sentences(text)
+    if not sentences:
+        return
+    first = sentences[0]
+    if len(first) > FIRST_PIECE_CHARS:
+        head, tail = _first_clause(first)
+        if tail:
+            yield head
+            first = tail
+    yield first
+    yield from sentences[1:]
+
+
+def _first_clause(sentence: str) -> tuple[str, str]:
+    """(first clause of at least ~20 characters, the rest); ("sentence", "") when it has no good break."""
+    for m in _CLAUSE_BREAK.finditer(sentence):
+        if m.start() >= 20:
+            if m.start() > 2 * FIRST_PIECE_CHARS:
+                break
+            return sentence[:m.start()], sentence[m.end():]
+    for m in _FUNCTION_WORD.finditer(sentence):  # no comma early on: break before a conjunction
+        if 25 <= m.start() <= 2 * FIRST_PIECE_CHARS:
+            return sentence[:m.start()], sentence[m.end():]
+    return sentence, ""
 
 
 def _time_scale(x: np.ndarray, factor: float) -> np.ndarray:

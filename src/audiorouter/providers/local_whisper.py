@@ -1,9 +1,25 @@
-"""Whisper through faster-whisper, in-process. Thread-safe: one model, `workers` concurrent decodes,
-one CPU thread each (measured faster than several threads per request on small machines)."""
+"""Whisper through faster-whisper, in-process, with continuous batching across requests.
+
+Every request is cut by the Silero VAD into windows of at most 30 s of speech (silence removed, timestamps
+mapped back). Its windows go into one queue; a single decoder thread takes whatever windows are waiting
+(up to `batch_size`), encodes them in one CTranslate2 call, detects the language of those that need it from
+that same encoder output (plain faster-whisper encodes the first window twice for that), and beam-searches
+all of them in one batched `generate`. On a CPU the decoder's small matrix products are bound by reading the
+weights, so decoding four requests together costs little more than decoding one: throughput under
+concurrent load goes up while a lone request still starts at once (no waiting for a batch to fill).
+
+Windows whose result looks unreliable (too repetitive, too unlikely) are redone alone with faster-whisper's
+usual temperature fallback. Requests that want word timestamps or a fixed sampling temperature take the
+classic sequential path (`model.transcribe`), which shares the same model.
+"""
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -13,30 +29,294 @@ from ..core.types import Segment, Transcript, Word
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+SAMPLE_RATE = 16000
+WINDOW_S = 30
+# faster-whisper's defaults for the fallback decision
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+LINGER_S = 0.05  # longest wait for requests still preparing their audio to join a batch
+
+
+@dataclass
+class _Window:
+    """One <= 30 s window of one request's speech, waiting for (or done by) the decoder thread."""
+    features: np.ndarray          # (n_mels, 3000) float32
+    offset: float                 # start, seconds, on the VAD-collapsed time line
+    duration: float               # seconds of real audio in the window
+    task: str
+    language: str | None
+    prompt: str | None
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _WindowResult:
+    language: str
+    segments: list[dict]          # start/end on the collapsed time line, text, tokens, scores
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
 
 class WhisperEngine:
-    def __init__(self, model_dir: Path, workers: int, beam_size: int = 5):
+    """Thread-safe. `transcribe` blocks its calling thread; any number of threads may call it at once."""
+
+    def __init__(self, model_dir: Path, workers: int, beam_size: int = 5, batch_size: int = 8,
+                 threads: int | None = None):
         self.model_dir = Path(model_dir)
         self.workers = workers
         self.beam_size = beam_size
+        self.batch_size = max(1, batch_size)
+        self.threads = threads or default_threads()
         self._model = None
         self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._pending: list[_Window] = []
+        self._preparing = 0  # requests between arrival and queuing their first window
+        self._decoder: threading.Thread | None = None
+        self._tokenizers: dict[tuple[str, str], object] = {}
+        self._suppress: list[int] | None = None
+        self.batches = 0          # counters, for /metrics-style introspection and the benchmark
+        self.windows = 0
 
+    # ---- loading ---------------------------------------------------------------------------------------
     def load(self):
         with self._lock:
             if self._model is None:
                 from faster_whisper import WhisperModel
+                from faster_whisper.vad import get_vad_model
+                # one replica, all cores inside each (batched) call: the batch supplies the parallelism
                 self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type="int8",
-                                           cpu_threads=1, num_workers=self.workers, local_files_only=True)
+                                           cpu_threads=self.threads, num_workers=1, local_files_only=True)
+                get_vad_model()  # load the Silero VAD now, not on the first request
+                self._decoder = threading.Thread(target=self._decode_loop, name="ar-whisper-batch", daemon=True)
+                self._decoder.start()
         return self._model
 
+    def _tokenizer(self, task: str, language: str):
+        key = (task, language)
+        tok = self._tokenizers.get(key)
+        if tok is None:
+            from faster_whisper.tokenizer import Tokenizer
+            m = self._model
+            tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task=task, language=language)
+            self._tokenizers[key] = tok
+        return tok
+
+    # ---- public entry point ----------------------------------------------------------------------------
     def transcribe(self, samples: np.ndarray, *, task: str = "transcribe", language: str | None = None,
                    prompt: str | None = None, temperature: float | None = None, words: bool = False,
                    progress: Callable[[float], None] | None = None,
                    on_segment: Callable[[Segment], None] | None = None) -> Transcript:
-        model = self.load()
-        duration = len(samples) / 16000.0
-        temps: float | list[float] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if not temperature else [float(temperature)]
+        self.load()
+        if words or temperature:
+            return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
+                                               temperature=temperature, words=words, progress=progress,
+                                               on_segment=on_segment)
+        return self._transcribe_batched(samples, task=task, language=language, prompt=prompt,
+                                        progress=progress, on_segment=on_segment)
+
+    # ---- batched path ----------------------------------------------------------------------------------
+    def _windows(self, samples: np.ndarray):
+        """VAD -> speech chunks (sample ranges) and windows of <= 30 s of collapsed speech."""
+        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+        speech = get_speech_timestamps(samples, VadOptions(max_speech_duration_s=WINDOW_S))
+        if not speech:
+            return [], []
+        audio_chunks, meta = collect_chunks(samples, speech, max_duration=WINDOW_S)
+        return speech, [(a, m) for a, m in zip(audio_chunks, meta) if a.size]
+
+    def _features(self, audio: np.ndarray) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+        fe = self._model.feature_extractor
+        return np.ascontiguousarray(pad_or_trim(fe(audio)[..., :-1]), dtype=np.float32)
+
+    def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment) -> Transcript:
+        from faster_whisper.vad import SpeechTimestampsMap
+        duration = len(samples) / SAMPLE_RATE
+        with self._cv:
+            self._preparing += 1
+        released = False
+        try:
+            speech, windows = self._windows(samples)
+            if not windows:
+                return Transcript(text="", language=language, duration=duration, segments=[], task=task)
+            first = _Window(self._features(windows[0][0]), float(windows[0][1]["offset"]),
+                            float(windows[0][1]["duration"]), task, language, prompt)
+            self._submit([first], release=True)
+            released = True
+        finally:
+            if not released:
+                self._submit([], release=True)
+        ts_map = SpeechTimestampsMap(speech, SAMPLE_RATE)
+
+        def window(i: int, lang: str | None) -> _Window:
+            audio, meta = windows[i]
+            return _Window(self._features(audio), float(meta["offset"]), float(meta["duration"]), task, lang, prompt)
+
+        # The first window decides the language when none was given (as Whisper does with the first 30 s);
+        # the others are queued together once it is known, and all of them batch with other requests' windows.
+        rest = [window(i, language) for i in range(1, len(windows))]  # features while the first decodes
+        results: list[_WindowResult | None] = [None] * len(windows)
+        results[0] = first.future.result()
+        lang = language or results[0].language
+        for w in rest:
+            w.language = lang
+        if rest:
+            self._submit(rest)
+
+        segments: list[Segment] = []
+
+        def emit(r: _WindowResult) -> None:
+            for s in r.segments:
+                start = ts_map.get_original_time(s["start"])
+                end = ts_map.get_original_time(s["end"], is_end=True)
+                seg = Segment(id=len(segments), start=round(float(start), 3), end=round(float(min(end, duration)), 3),
+                              text=s["text"], seek=s["seek"], tokens=s["tokens"], temperature=s["temperature"],
+                              avg_logprob=s["avg_logprob"], compression_ratio=s["compression_ratio"],
+                              no_speech_prob=s["no_speech_prob"])
+                segments.append(seg)
+                if on_segment:
+                    on_segment(seg)
+                if progress:
+                    progress(min(seg.end, duration))
+
+        emit(results[0])
+        for i, w in enumerate(rest, start=1):
+            results[i] = w.future.result()
+            emit(results[i])
+        text = "".join(s.text for s in segments).strip()
+        return Transcript(text=text, language=lang, duration=duration, segments=segments, task=task)
+
+    def _submit(self, ws: list[_Window], release: bool = False) -> None:
+        """Queue windows; `release` ends the request's 'preparing' state (its first window is in)."""
+        with self._cv:
+            if release:
+                self._preparing -= 1
+            self._pending.extend(ws)
+            self._cv.notify_all()
+
+    def _take_batch(self) -> list[_Window]:
+        """Whatever is waiting, up to batch_size. A lone request starts at once; while other requests are
+        still cutting and featurizing their audio (a few ms), wait briefly for them to join this batch."""
+        with self._cv:
+            while not self._pending:
+                self._cv.wait()
+            deadline = time.monotonic() + LINGER_S
+            while len(self._pending) < self.batch_size and self._preparing > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            batch = self._pending[:self.batch_size]
+            del self._pending[:self.batch_size]
+            return batch
+
+    def _decode_loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            try:
+                results = self._decode(batch)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting requests
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(e)
+                continue
+            for w, r in zip(batch, results):
+                w.future.set_result(r)
+
+    def _decode(self, batch: list[_Window]) -> list[_WindowResult]:
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        m = self._model
+        self.batches += 1
+        self.windows += len(batch)
+        feats = np.stack([w.features for w in batch]) if len(batch) > 1 else batch[0].features[None]
+        enc = m.encode(feats)
+        langs = [w.language for w in batch]
+        if any(lang is None for lang in langs):
+            if m.model.is_multilingual:
+                detected = m.model.detect_language(enc)
+                langs = [lang or det[0][0][2:-2] for lang, det in zip(langs, detected)]
+            else:
+                langs = [lang or "en" for lang in langs]
+        toks = [self._tokenizer(w.task, lang) for w, lang in zip(batch, langs)]
+        if self._suppress is None:
+            self._suppress = get_suppressed_tokens(toks[0], [-1])
+        prompts = [m.get_prompt(tok, tok.encode(" " + w.prompt.strip()) if w.prompt else [], without_timestamps=False)
+                   for w, tok in zip(batch, toks)]
+        out = m.model.generate(
+            enc, prompts, beam_size=self.beam_size, patience=1.0, length_penalty=1.0, max_length=m.max_length,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
+            max_initial_timestamp_index=int(round(1.0 / m.time_precision)))
+        results = []
+        for w, tok, lang, prompt, res in zip(batch, toks, langs, prompts, out):
+            tokens = res.sequences_ids[0]
+            avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1)
+            ratio = get_compression_ratio(tok.decode(tokens).strip())
+            no_speech = res.no_speech_prob
+            temperature = 0.0
+            silent = no_speech > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+            if not silent and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD):
+                tokens, avg_logprob, temperature, ratio, no_speech = self._fallback(w, tok, prompt, tokens, avg_logprob,
+                                                                                    ratio, no_speech)
+                silent = no_speech > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+            segments = [] if silent else self._split(w, tok, tokens, avg_logprob, ratio, no_speech, temperature)
+            results.append(_WindowResult(lang, segments))
+        return results
+
+    def _fallback(self, w: _Window, tok, prompt, tokens, avg_logprob, ratio, no_speech):
+        """Redo one window with sampling at rising temperatures (faster-whisper's rule), keeping the best."""
+        from faster_whisper.transcribe import get_compression_ratio
+        m = self._model
+        enc = m.encode(w.features[None])
+        candidates = [(tokens, avg_logprob, 0.0, ratio, no_speech)]
+        for t in FALLBACK_TEMPERATURES:
+            res = m.model.generate(enc, [prompt], beam_size=1, num_hypotheses=5, sampling_topk=0, sampling_temperature=t,
+                                   max_length=m.max_length, return_scores=True, return_no_speech_prob=True,
+                                   suppress_blank=True, suppress_tokens=self._suppress,
+                                   max_initial_timestamp_index=int(round(1.0 / m.time_precision)))[0]
+            toks = res.sequences_ids[0]
+            lp = res.scores[0] * len(toks) / (len(toks) + 1)
+            cr = get_compression_ratio(tok.decode(toks).strip())
+            candidates.append((toks, lp, t, cr, res.no_speech_prob))
+            if cr <= COMPRESSION_RATIO_THRESHOLD and lp >= LOG_PROB_THRESHOLD:
+                return candidates[-1]
+        good = [c for c in candidates if c[3] <= COMPRESSION_RATIO_THRESHOLD] or candidates
+        return max(good, key=lambda c: c[1])
+
+    def _split(self, w: _Window, tok, tokens, avg_logprob, ratio, no_speech, temperature) -> list[dict]:
+        from faster_whisper.transcribe import get_compression_ratio
+        m = self._model
+        size = int(math.ceil(w.duration) * m.frames_per_second)
+        subs, _, _ = m._split_segments_by_timestamps(tokenizer=tok, tokens=tokens, time_offset=w.offset,
+                                                     segment_size=size, segment_duration=w.duration, seek=0)
+        # faster-whisper leaves out an unfinished last segment (its sequential loop decodes it again from the
+        # next window); windows here are fixed, so keep it, running to the window's end
+        used = sum(len(s["tokens"]) for s in subs)
+        rest = tokens[used:]
+        if subs and any(t < tok.eot for t in rest):
+            subs.append(dict(seek=0, start=subs[-1]["end"], end=w.offset + w.duration, tokens=rest))
+        out = []
+        for s in subs:
+            text_tokens = [t for t in s["tokens"] if t < tok.eot]
+            text = tok.decode(text_tokens)
+            if not text.strip():
+                continue
+            out.append(dict(start=s["start"], end=min(s["end"], w.offset + w.duration), text=text, tokens=s["tokens"],
+                            seek=int(w.offset * m.frames_per_second), avg_logprob=float(avg_logprob),
+                            compression_ratio=float(get_compression_ratio(text)), no_speech_prob=float(no_speech),
+                            temperature=float(temperature)))
+        return out
+
+    # ---- sequential path (word timestamps, fixed temperature) --------------------------------------------
+    def _transcribe_sequential(self, samples, *, task, language, prompt, temperature, words, progress,
+                               on_segment) -> Transcript:
+        model = self._model
+        duration = len(samples) / SAMPLE_RATE
+        temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]
         seg_iter, info = model.transcribe(
             samples, task=task, language=language, initial_prompt=prompt or None, temperature=temps,
             beam_size=self.beam_size, vad_filter=True, word_timestamps=words,

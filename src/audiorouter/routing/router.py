@@ -1,21 +1,70 @@
-"""Candidate selection and execution: model id -> endpoints that can honour the request -> attempts in
-order, with fallback to the next candidate on a retryable failure. Records every attempt."""
+"""Candidate selection and execution for audio requests.
+
+Selection (per model, then the `models` fallbacks in order): the model's catalog endpoints (plus the local
+engine as a last-resort substitute) filtered by
+  parameters no endpoint of the model can honour at all          -> 400 naming the parameter and the model
+  configured (the provider has its key)                          -> 503 when none is
+  provider.only / provider.ignore / provider.data_collection ("deny" keeps endpoints that do not collect
+  data) / provider.zdr (zero data retention, or local)           -> 400 naming the field when none is left
+  required parameters (task=translate, word timestamps, diarize, keyterms, speed; every parameter with
+  provider.require_parameters)                                   -> 400 naming the parameter and the model
+  limits (audio seconds, input characters)                        -> 413 / 400
+  provider.max_price                                              -> 400 naming provider.max_price
+then ordered: provider.order first (in that order), then provider.sort ("price": the estimated cost of
+this request; "latency" / "throughput": measured history, see health.py; unmeasured endpoints last),
+else catalog order; substitutes always last. allow_fallbacks=false keeps only the first candidate of each
+model (or, with provider.order, only the listed providers).
+
+provider.max_price (USD, the same units as the `pricing` object of /api/v1/models):
+  audio       per second of input audio (duration-priced transcription)
+  prompt      per input token, or per input character for character-priced speech
+  completion  per output token
+  request     per request
+  total       the whole request, estimated before sending from the audio duration or text length
+An endpoint is kept when each price it has in a named unit is at most the maximum.
+
+Execution: candidates in order; on each, up to `retry_attempts` attempts. Retried on the same endpoint
+(exponential backoff with jitter, or the upstream's Retry-After when it is at most `retry_after_max_s`; a
+longer Retry-After moves on at once): 429, 5xx, timeouts (per-attempt `timeout_s` of the provider, else
+`upstream_timeout_s`), connection errors and malformed replies. Moved on without retrying: 401/402/403/404
+(our key or the upstream model), 413, a busy local engine. Never retried or moved on: the request's own
+errors (400). Nothing is retried once speech bytes have reached the client (the first chunk is pulled
+before committing). An overall `request_deadline_s` bounds all attempts. A per-endpoint circuit breaker
+(health.py) skips an endpoint after `breaker_threshold` consecutive failures and lets one probe through
+after `breaker_cooldown_s`.
+
+Every attempt is recorded in Route.attempts (provider, endpoint, status, latency, error) - the interface
+the ledger reads - and the response names the serving provider (X-Provider) and the attempts
+(X-Route-Attempts); when everything fails the error carries them in metadata.attempts."""
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from ..core.errors import GatewayError, InvalidRequest, NotFound, Overloaded, UpstreamError
+from ..core.errors import (GatewayError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, UpstreamError,
+                           UpstreamTimeout)
 from ..core.types import Attempt, SpeechRequest, Transcript, TranscriptionRequest, Usage
 from ..providers.base import PreparedAudio, ProviderAdapter, SpeechStream
 from .catalog import Catalog, Endpoint, Kind, Model
+from .health import HealthBook
 from .pricing import estimate_text_tokens, speech_cost, transcription_cost
+
+log = logging.getLogger("audiorouter.router")
 
 LOCAL_STT = Endpoint(provider="local", upstream_model="whisper-base", substitute=True,
                      capabilities={"translation": True, "word_timestamps": True, "prompt": True})
 LOCAL_TTS = Endpoint(provider="local", upstream_model="hibari", substitute=True,
                      capabilities={"speed": True, "streaming": True})
+
+MAX_PRICE_KEYS = ("audio", "prompt", "completion", "request", "total")
+# Rough token rates of token-priced transcription, for price estimates only (settlement uses what the
+# provider reports): ~10 audio tokens in and ~3 text tokens out per second of speech.
+STT_INPUT_TOKENS_PER_S = 10.0
+STT_OUTPUT_TOKENS_PER_S = 3.0
 
 
 @dataclass
@@ -23,6 +72,16 @@ class Candidate:
     model: Model
     endpoint: Endpoint
     adapter: ProviderAdapter
+
+    @property
+    def key(self) -> str:
+        return self.endpoint.key
+
+    @property
+    def tracked(self) -> bool:
+        """Remote endpoints have a circuit breaker and a timeout; the local engine has neither (its own
+        bounded queue answers 503 when full)."""
+        return self.endpoint.provider != "local"
 
 
 @dataclass
@@ -34,6 +93,15 @@ class Route:
     substitute: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     ignored_params: list[str] = field(default_factory=list)
+    cache_hit: bool = False  # served from the transcript cache (billed at 0)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # endpoints passed over (e.g. circuit open)
+
+    def attempts_header(self) -> str:
+        """Compact attempt log for a response header: provider:status:latency_ms, comma-separated."""
+        return ",".join(f"{a.provider}:{a.status}:{int(round(a.latency_ms))}" for a in self.attempts)
+
+    def attempts_metadata(self) -> list[dict[str, Any]]:
+        return [{**asdict(a), "latency_ms": round(a.latency_ms, 1)} for a in self.attempts]
 
 
 @dataclass
@@ -49,11 +117,29 @@ class SpeechResult:
     first: Any
     usage: Usage
     route: Route
+    on_end: Callable[[BaseException | None], None] | None = None
 
     async def chunks(self) -> AsyncIterator[Any]:
-        yield self.first
-        async for c in self.stream.chunks:
-            yield c
+        """The audio: the chunk pulled before committing, then the rest. Reports the stream's end (or its
+        upstream failure) to the router's health book; a client disconnect reports nothing."""
+        try:
+            yield self.first
+            async for c in self.stream.chunks:
+                yield c
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except BaseException as e:
+            if self.on_end:
+                self.on_end(e)
+            raise
+        if self.on_end:
+            self.on_end(None)
+
+
+@dataclass
+class _Selection:
+    cands: list[Candidate] = field(default_factory=list)
+    error: GatewayError | None = None
 
 
 def _requirements(req: TranscriptionRequest | SpeechRequest) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -85,11 +171,33 @@ def _requirements(req: TranscriptionRequest | SpeechRequest) -> tuple[list[tuple
     return hard, soft
 
 
+def unit_prices(e: Endpoint) -> dict[str, float]:
+    """The endpoint's prices in max_price units (see the module docstring)."""
+    p = e.pricing
+    prompt = (p.per_million_characters / 1e6 if p.per_million_characters is not None
+              else (p.per_million_input_tokens or 0.0) / 1e6)
+    return {"audio": p.per_second or 0.0, "prompt": prompt,
+            "completion": (p.per_million_output_tokens or 0.0) / 1e6, "request": p.per_request}
+
+
+def estimate_cost(e: Endpoint, req: TranscriptionRequest | SpeechRequest, duration: float | None) -> float:
+    p = e.pricing
+    if isinstance(req, TranscriptionRequest):
+        secs = duration or 0.0
+        u = Usage(seconds=secs, input_tokens=int(secs * STT_INPUT_TOKENS_PER_S),
+                  output_tokens=int(secs * STT_OUTPUT_TOKENS_PER_S))
+        return transcription_cost(p, u)
+    u = Usage(characters=len(req.input), input_tokens=estimate_text_tokens(req.input))
+    return speech_cost(p, u)
+
+
 class Router:
     def __init__(self, catalog: Catalog, adapters: dict[str, ProviderAdapter], settings: Any):
         self.catalog = catalog
         self.adapters = adapters
         self.settings = settings
+        self.health = HealthBook(threshold=getattr(settings, "breaker_threshold", 5),
+                                 cooldown_s=getattr(settings, "breaker_cooldown_s", 30.0))
 
     # ---- model and endpoint selection -------------------------------------------------------------
     def resolve(self, model_id: str, kind: Kind, *, field_name: str = "model") -> Model:
@@ -113,106 +221,354 @@ class Router:
             eps.append(LOCAL_STT if model.kind == "transcription" else LOCAL_TTS)
         return eps
 
-    def candidates(self, model: Model, req: TranscriptionRequest | SpeechRequest) -> tuple[list[Candidate], list[str]]:
+    @staticmethod
+    def _check_max_price(mp: dict[str, float] | None) -> None:
+        for k, v in (mp or {}).items():
+            if k not in MAX_PRICE_KEYS:
+                raise InvalidRequest(f"provider.max_price.{k}: unknown price unit; use one of {', '.join(MAX_PRICE_KEYS)}",
+                                     param=f"provider.max_price.{k}")
+            if v < 0:
+                raise InvalidRequest(f"provider.max_price.{k}: must not be negative", param=f"provider.max_price.{k}")
+
+    def _select(self, model: Model, req: TranscriptionRequest | SpeechRequest, duration: float | None) -> _Selection:
         prefs = req.provider
         hard, soft = _requirements(req)
         if prefs.require_parameters:
             hard, soft = hard + soft, []
-        eps = [e for e in self._endpoints(model) if self.usable(e)]
-        if prefs.only:
-            eps = [e for e in eps if e.provider in prefs.only]
-        if prefs.ignore:
-            eps = [e for e in eps if e.provider not in prefs.ignore]
-        if prefs.data_collection == "deny":
-            eps = [e for e in eps if e.data_collection == "deny"]
-        if prefs.zdr:
-            eps = [e for e in eps if e.zdr or e.provider == "local"]
+        all_eps = self._endpoints(model)
         for param, cap in hard:
-            able = [e for e in eps if getattr(e.capabilities, cap)]
-            if not able and eps:
-                raise InvalidRequest(f"{param}: no provider of {model.id} supports {param}", param=param,
-                                     metadata={"model": model.id, "parameter": param}, code="unsupported_parameter")
-            eps = able
-        if prefs.order:
-            rank = {p: i for i, p in enumerate(prefs.order)}
-            eps.sort(key=lambda e: rank.get(e.provider, len(rank)))
-        ignored = sorted({p for p, cap in soft if eps and not getattr(eps[0].capabilities, cap)})
-        return [Candidate(model, e, self.adapters[e.provider]) for e in eps], ignored
+            if not any(getattr(e.capabilities, cap) for e in all_eps):
+                return _Selection(error=InvalidRequest(
+                    f"{param}: no provider of {model.id} supports {param}", param=param,
+                    metadata={"model": model.id, "parameter": param}, code="unsupported_parameter"))
 
-    def _plan(self, req: TranscriptionRequest | SpeechRequest, kind: Kind) -> tuple[list[Candidate], Route]:
-        ids = [req.model] + [m for m in (req.models or []) if m != req.model]
-        cands: list[Candidate] = []
-        ignored: list[str] = []
-        first_model: Model | None = None
-        for i, mid in enumerate(ids):
-            model = self.resolve(mid, kind, field_name="model" if i == 0 else f"models[{i - 1}]")
-            first_model = first_model or model
-            c, ign = self.candidates(model, req)
-            if not cands:
-                ignored = ign
-            cands.extend(c)
-        assert first_model is not None
-        if not cands:
-            raise GatewayError(f"model: no provider for {first_model.id} is configured (set its API key or enable "
-                               "the local engine)", status=503, param="model",
-                               metadata={"model": first_model.id}, code="no_available_provider")
-        if not req.provider.allow_fallbacks:
-            cands = cands[:1]
-        return cands, Route(model=first_model.id, ignored_params=ignored)
+        only = {p.lower() for p in prefs.only or []}
+        ignore = {p.lower() for p in prefs.ignore or []}
+        providers = lambda es: sorted({e.provider for e in es})  # noqa: E731
+        chars = len(req.input) if isinstance(req, SpeechRequest) else None
+        mp = prefs.max_price or {}
 
-    # ---- execution ------------------------------------------------------------------------------
-    async def _attempt(self, route: Route, cand: Candidate, call):
-        t0 = time.perf_counter()
-        try:
-            out = await call()
-        except GatewayError as e:
-            status = getattr(e, "upstream_status", None) or e.status
-            route.attempts.append(Attempt(cand.endpoint.provider, cand.endpoint.key, status,
-                                          (time.perf_counter() - t0) * 1000, e.message))
-            raise
-        route.attempts.append(Attempt(cand.endpoint.provider, cand.endpoint.key, 200, (time.perf_counter() - t0) * 1000))
-        route.provider, route.endpoint = cand.endpoint.provider, cand.endpoint.key
-        route.substitute = cand.endpoint.substitute
-        if route.substitute or cand.model.id != route.model:
-            route.model = cand.model.id
-        return out
+        def within_price(e: Endpoint) -> bool:
+            prices = unit_prices(e)
+            for k, limit in mp.items():
+                if k == "total":
+                    if estimate_cost(e, req, duration) > limit + 1e-12:
+                        return False
+                elif prices.get(k, 0.0) > limit + 1e-15:
+                    return False
+            return True
+
+        def within_limits(e: Endpoint) -> bool:
+            lim = e.limits
+            if duration is not None and lim.max_seconds is not None and duration > lim.max_seconds:
+                return False
+            if chars is not None and lim.max_characters is not None and chars > lim.max_characters:
+                return False
+            return True
+
+        steps: list[tuple[str, Callable[[Endpoint], bool]]] = [("configured", self.usable)]
+        if only:
+            steps.append(("provider.only", lambda e: e.provider.lower() in only))
+        if ignore:
+            steps.append(("provider.ignore", lambda e: e.provider.lower() not in ignore))
+        if prefs.data_collection == "deny":
+            steps.append(("provider.data_collection", lambda e: e.data_collection == "deny"))
+        if prefs.zdr:
+            steps.append(("provider.zdr", lambda e: e.zdr or e.provider == "local"))
+        for param, cap in hard:
+            steps.append((f"param:{param}:{cap}", lambda e, cap=cap: bool(getattr(e.capabilities, cap))))
+        steps.append(("limits", within_limits))
+        if mp:
+            steps.append(("provider.max_price", within_price))
+
+        eps = all_eps
+        for name, keep in steps:
+            kept = [e for e in eps if keep(e)]
+            if not kept:
+                return _Selection(error=self._selection_error(name, model, eps, all_eps, req, duration))
+            eps = kept
+
+        order = [p.lower() for p in prefs.order or []]
+        rank = {p: i for i, p in enumerate(order)}
+        index = {id(e): i for i, e in enumerate(eps)}
+
+        def metric(e: Endpoint) -> float:
+            if prefs.sort == "price":
+                return estimate_cost(e, req, duration)
+            if prefs.sort == "latency":
+                v = self.health.latency(e.key)
+                return v if v is not None else float("inf")
+            if prefs.sort == "throughput":
+                v = self.health.throughput(e.key)
+                return -v if v is not None else float("inf")
+            return 0.0
+
+        eps = sorted(eps, key=lambda e: (e.substitute, rank.get(e.provider.lower(), len(rank)), metric(e), index[id(e)]))
+        if not prefs.allow_fallbacks:
+            listed = [e for e in eps if e.provider.lower() in rank]
+            eps = listed if listed else eps[:1]
+        return _Selection(cands=[Candidate(model, e, self.adapters[e.provider]) for e in eps])
+
+    def _selection_error(self, step: str, model: Model, before: list[Endpoint], all_eps: list[Endpoint],
+                         req: TranscriptionRequest | SpeechRequest, duration: float | None) -> GatewayError:
+        names = sorted({e.provider for e in before})
+        meta: dict[str, Any] = {"model": model.id, "providers": names}
+        if step == "configured":
+            envs = sorted({self.catalog.providers[e.provider].api_key_env for e in all_eps
+                           if e.provider in self.catalog.providers and self.catalog.providers[e.provider].api_key_env})
+            hint = f" (set {' or '.join(envs)})" if envs else ""
+            return GatewayError(f"model: no provider for {model.id} is configured{hint}, and the local engine "
+                                "is not standing in", status=503, param="model", metadata=meta,
+                                code="no_available_provider")
+        if step.startswith("param:"):
+            _, param, cap = step.split(":", 2)
+            able = sorted({e.provider for e in all_eps if getattr(e.capabilities, cap)})
+            return InvalidRequest(f"{param}: no available provider of {model.id} supports {param}"
+                                  + (f" (it is supported by {', '.join(able)}, which is not configured or was excluded)" if able else ""),
+                                  param=param, metadata={**meta, "parameter": param}, code="unsupported_parameter")
+        if step == "limits":
+            if isinstance(req, SpeechRequest):
+                return InvalidRequest(f"input: {len(req.input)} characters is more than any provider of {model.id} "
+                                      "accepts", param="input", metadata=meta)
+            return PayloadTooLarge(f"audio: {duration or 0:.1f} s of audio is longer than any provider of {model.id} "
+                                   "accepts", param="audio", metadata=meta)
+        field_name = step
+        what = {
+            "provider.only": f"none of {req.provider.only} serves {model.id} here (available: {', '.join(names)})",
+            "provider.ignore": f"every available provider of {model.id} is ignored ({', '.join(names)})",
+            "provider.data_collection": f"no available provider of {model.id} meets data_collection=deny",
+            "provider.zdr": f"no available provider of {model.id} offers zero data retention",
+            "provider.max_price": f"every available provider of {model.id} costs more than {req.provider.max_price}",
+        }.get(step, f"no provider of {model.id} is left")
+        return InvalidRequest(f"{field_name}: {what}", param=field_name, metadata=meta, code="no_matching_provider")
+
+    def candidates(self, model: Model, req: TranscriptionRequest | SpeechRequest,
+                   duration: float | None = None) -> tuple[list[Candidate], list[str]]:
+        """Candidates for one model (kept for callers that plan per model)."""
+        sel = self._select(model, req, duration)
+        if sel.error is not None:
+            raise sel.error
+        return sel.cands, self._ignored(req, sel.cands[0].endpoint) if sel.cands else []
 
     @staticmethod
-    def _retryable(e: GatewayError) -> bool:
-        return isinstance(e, Overloaded) or (isinstance(e, UpstreamError) and e.retryable)
+    def _ignored(req: TranscriptionRequest | SpeechRequest, endpoint: Endpoint) -> list[str]:
+        if req.provider.require_parameters:
+            return []
+        _, soft = _requirements(req)
+        return sorted({p for p, cap in soft if not getattr(endpoint.capabilities, cap)})
 
-    def _exhausted(self, route: Route, last: GatewayError) -> GatewayError:
-        if len(route.attempts) == 1:
-            last.metadata.setdefault("provider_name", route.attempts[0].provider)
-            return last
-        status = 504 if all(a.status == 504 for a in route.attempts) else (503 if all(a.status == 503 for a in route.attempts) else 502)
-        return GatewayError(f"all {len(route.attempts)} providers failed; last: {last.message}", status=status,
-                            metadata={"attempts": [a.__dict__ for a in route.attempts]}, code="all_providers_failed",
-                            headers=last.headers)
+    def _plan(self, req: TranscriptionRequest | SpeechRequest, kind: Kind,
+              duration: float | None = None) -> tuple[list[Candidate], Route]:
+        self._check_max_price(req.provider.max_price)
+        ids = [req.model] + [m for m in (req.models or []) if m != req.model]
+        models = [self.resolve(mid, kind, field_name="model" if i == 0 else f"models[{i - 1}]")
+                  for i, mid in enumerate(ids)]
+        real: list[Candidate] = []
+        subs: list[Candidate] = []
+        first_error: GatewayError | None = None
+        for i, model in enumerate(models):
+            if isinstance(req, SpeechRequest) and model.voices:
+                try:
+                    self.voice_for(model, model.endpoints[0] if model.endpoints else LOCAL_TTS, req.voice)
+                except InvalidRequest:
+                    if i == 0:
+                        raise
+                    continue  # a fallback model without the requested voice is not a fallback
+            sel = self._select(model, req, duration)
+            if sel.error is not None:
+                first_error = first_error or sel.error
+                continue
+            for c in sel.cands:
+                (subs if c.endpoint.substitute else real).append(c)
+        seen: set[str] = set()
+        uniq_subs = []
+        for c in subs:
+            if c.key not in seen:
+                seen.add(c.key)
+                uniq_subs.append(c)
+        cands = real + uniq_subs
+        if not cands:
+            assert first_error is not None
+            raise first_error
+        # provisional (the first candidate's); recomputed for the endpoint that serves
+        route = Route(model=models[0].id, ignored_params=self._ignored(req, cands[0].endpoint))
+        open_ = [c for c in cands if c.tracked and not self.health.available(c.key)]
+        if open_:
+            for c in open_:
+                route.skipped.append({"provider": c.endpoint.provider, "endpoint": c.key, "reason": "circuit_open",
+                                      "retry_in_s": round(self.health.retry_in(c.key), 1)})
+            cands = [c for c in cands if not (c.tracked and not self.health.available(c.key))]
+            if not cands:
+                wait = max(1, int(min(self.health.retry_in(c.key) for c in open_) + 0.999))
+                raise GatewayError(f"model: every provider of {models[0].id} has failed repeatedly and is paused; "
+                                   f"retry in {wait}s", status=503, param="model",
+                                   metadata={"model": models[0].id, "skipped": route.skipped}, code="circuit_open",
+                                   headers={"Retry-After": str(wait)})
+        return cands, route
 
-    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, progress=None) -> TranscriptionResult:
-        cands, route = self._plan(req, "transcription")
+    # ---- execution ------------------------------------------------------------------------------
+    def _attempt_timeout(self, cand: Candidate) -> float:
+        spec = self.catalog.providers.get(cand.endpoint.provider)
+        if spec is not None and "timeout_s" in spec.model_fields_set:
+            return float(spec.timeout_s)
+        return float(self.settings.upstream_timeout_s)
+
+    @staticmethod
+    def _verdict(e: GatewayError) -> str:
+        """'retry' (same endpoint, then the next), 'next' (the next endpoint at once) or 'fatal'."""
+        if isinstance(e, Overloaded) or isinstance(e, PayloadTooLarge):
+            return "next"
+        if isinstance(e, UpstreamError):
+            if not e.retryable or e.upstream_status in (401, 402, 403, 404, 413):
+                return "next"
+            return "retry"
+        if e.status == 413:
+            return "next"
+        return "fatal"
+
+    def _backoff(self, n: int, e: GatewayError) -> float | None:
+        ra = getattr(e, "retry_after", None)
+        if ra is not None:
+            if ra > self.settings.retry_after_max_s:
+                return None
+            return ra + random.uniform(0, 0.05)
+        base = self.settings.retry_backoff_s * (2 ** n)
+        top = min(base, self.settings.retry_backoff_max_s)
+        return random.uniform(top / 2, top)
+
+    async def _call(self, cand: Candidate, call: Callable[[], Awaitable[Any]], timeout: float | None) -> Any:
+        provider = cand.endpoint.provider
+        try:
+            if timeout is None:
+                return await call()
+            return await asyncio.wait_for(call(), timeout)
+        except GatewayError:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout(f"{provider}: no answer within {timeout:.1f}s", retryable=True,
+                                  metadata={"provider_name": provider}) from None
+        except Exception as e:  # an adapter bug must not become a 500: treat it as that endpoint failing
+            log.exception("adapter %s failed", provider)
+            raise UpstreamError(f"{provider}: the adapter failed ({e.__class__.__name__})", retryable=False,
+                                metadata={"provider_name": provider}) from None
+
+    async def _run(self, route: Route, cands: list[Candidate], start: Callable[[Candidate], Awaitable[Any]],
+                   units: Callable[[Any], float | None] | None = None) -> tuple[Candidate, Any]:
+        deadline = time.monotonic() + float(self.settings.request_deadline_s)
+        tries = max(1, int(self.settings.retry_attempts))
         last: GatewayError | None = None
         for cand in cands:
-            options = dict(req.provider.options.get(cand.endpoint.provider, {}))
-            kwargs = {"progress": progress} if progress is not None and cand.endpoint.provider == "local" else {}
-            try:
-                transcript = await self._attempt(route, cand, lambda: cand.adapter.transcribe(
-                    req, audio, cand.endpoint, options, **kwargs))
-            except GatewayError as e:
-                last = e
-                if self._retryable(e):
+            for n in range(tries):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    last = UpstreamTimeout(f"the request deadline ({self.settings.request_deadline_s}s) passed",
+                                           retryable=False, metadata={"model": route.model})
+                    raise self._exhausted(route, last)
+                if cand.tracked and not self.health.acquire(cand.key):
+                    route.skipped.append({"provider": cand.endpoint.provider, "endpoint": cand.key,
+                                          "reason": "circuit_open"})
+                    break
+                timeout = min(self._attempt_timeout(cand), remaining) if cand.tracked else None
+                t0 = time.perf_counter()
+                try:
+                    out = await self._call(cand, lambda: start(cand), timeout)
+                except GatewayError as e:
+                    ms = (time.perf_counter() - t0) * 1000
+                    verdict = self._verdict(e)
+                    status = getattr(e, "upstream_status", None) or e.status
+                    route.attempts.append(Attempt(cand.endpoint.provider, cand.key, status, ms, e.message))
+                    if cand.tracked:
+                        if verdict == "fatal":
+                            self.health.release(cand.key)
+                        else:
+                            self.health.record_failure(cand.key, counts=not isinstance(e, PayloadTooLarge))
+                    last = e
+                    if verdict == "fatal":
+                        raise self._finish_error(route, e)
+                    if verdict == "next" or n + 1 >= tries:
+                        break
+                    delay = self._backoff(n, e)
+                    if delay is None or delay >= deadline - time.monotonic():
+                        break
+                    await asyncio.sleep(delay)
                     continue
-                raise
-            usage = Usage(seconds=audio.duration, input_tokens=transcript.input_tokens,
-                          output_tokens=transcript.output_tokens)
-            usage.cost = transcription_cost(cand.endpoint.pricing, usage)
-            if transcript.duration is None:
-                transcript.duration = audio.duration
-            return TranscriptionResult(transcript, usage, route)
-        assert last is not None
+                except BaseException:
+                    if cand.tracked:
+                        self.health.release(cand.key)
+                    raise
+                ms = (time.perf_counter() - t0) * 1000
+                route.attempts.append(Attempt(cand.endpoint.provider, cand.key, 200, ms))
+                if cand.tracked:
+                    u = units(out) if units else None
+                    self.health.record_success(cand.key, ms, units=u, seconds=ms / 1000 if u else None)
+                route.provider, route.endpoint = cand.endpoint.provider, cand.key
+                route.substitute = cand.endpoint.substitute
+                if route.substitute or cand.model.id != route.model:
+                    route.model = cand.model.id
+                return cand, out
+        if last is None:
+            raise GatewayError(f"model: every provider of {route.model} is paused after repeated failures",
+                               status=503, param="model", code="circuit_open",
+                               metadata={"model": route.model, "skipped": route.skipped},
+                               headers={"Retry-After": str(max(1, int(self.settings.breaker_cooldown_s)))})
         raise self._exhausted(route, last)
 
+    def _finish_error(self, route: Route, e: GatewayError) -> GatewayError:
+        if route.attempts:
+            e.metadata.setdefault("attempts", route.attempts_metadata())
+            e.headers.setdefault("X-Route-Attempts", route.attempts_header())
+        return e
+
+    def _exhausted(self, route: Route, last: GatewayError) -> GatewayError:
+        statuses = [a.status for a in route.attempts]
+        if statuses and all(s == 429 for s in statuses):
+            status = 429
+        elif statuses and all(s == 504 for s in statuses):
+            status = 504
+        elif statuses and all(s == 503 for s in statuses):
+            status = 503
+        elif not statuses:
+            status = last.status
+        else:
+            status = 502
+        endpoints = {a.endpoint for a in route.attempts}
+        if len(endpoints) <= 1:
+            # One endpoint (possibly retried): its own error, with the aggregate status.
+            if route.attempts:
+                last.metadata.setdefault("provider_name", route.attempts[0].provider)
+            if isinstance(last, UpstreamError) and status in (429, 502, 503, 504):
+                last.status = status
+            return self._finish_error(route, last)
+        headers = dict(last.headers)
+        headers["X-Route-Attempts"] = route.attempts_header()
+        err = GatewayError(f"all {len(route.attempts)} attempts on {len(endpoints)} providers failed; "
+                           f"last: {last.message}", status=status,
+                           metadata={"model": route.model, "attempts": route.attempts_metadata(),
+                                     **({"skipped": route.skipped} if route.skipped else {})},
+                           code="all_providers_failed" if status != 429 else "rate_limited", headers=headers)
+        if status == 429:
+            err.type = "rate_limit_error"
+        return err
+
+    # ---- transcription --------------------------------------------------------------------------
+    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, progress=None) -> TranscriptionResult:
+        cands, route = self._plan(req, "transcription", duration=audio.duration)
+
+        async def start(cand: Candidate) -> Transcript:
+            options = dict(req.provider.options.get(cand.endpoint.provider, {}))
+            kwargs = {"progress": progress} if progress is not None and cand.endpoint.provider == "local" else {}
+            return await cand.adapter.transcribe(req, audio, cand.endpoint, options, **kwargs)
+
+        cand, transcript = await self._run(route, cands, start, units=lambda _t: audio.duration)
+        route.ignored_params = self._ignored(req, cand.endpoint)
+        usage = Usage(seconds=audio.duration, input_tokens=transcript.input_tokens,
+                      output_tokens=transcript.output_tokens)
+        usage.cost = transcription_cost(cand.endpoint.pricing, usage)
+        if transcript.duration is None:
+            transcript.duration = audio.duration
+        return TranscriptionResult(transcript, usage, route)
+
+    # ---- speech ---------------------------------------------------------------------------------
     def voice_for(self, model: Model, endpoint: Endpoint, voice: str | None) -> str:
         """Validate the requested voice against the model, then map it to the serving endpoint's voice."""
         local_voices = getattr(self.adapters.get("local"), "voices", ["heart"])
@@ -230,33 +586,38 @@ class Router:
 
     async def speak(self, req: SpeechRequest) -> SpeechResult:
         cands, route = self._plan(req, "speech")
-        last: GatewayError | None = None
-        for cand in cands:
+
+        async def start(cand: Candidate) -> tuple[SpeechStream, Any]:
             options = dict(req.provider.options.get(cand.endpoint.provider, {}))
             voice = self.voice_for(cand.model, cand.endpoint, req.voice)
-
-            async def start():
-                stream = await cand.adapter.synthesize(req, cand.endpoint, voice, options)
-                try:
-                    first = await anext(stream.chunks)
-                except StopAsyncIteration:
-                    first = b"" if stream.encoding != "f32" else None
-                return stream, first
-
+            stream = await cand.adapter.synthesize(req, cand.endpoint, voice, options)
             try:
-                stream, first = await self._attempt(route, cand, start)
-            except GatewayError as e:
-                last = e
-                if self._retryable(e):
-                    continue
-                raise
-            usage = Usage(characters=len(req.input))
-            p = cand.endpoint.pricing
-            if p.per_million_input_tokens is not None:
-                usage.input_tokens = stream.input_tokens or estimate_text_tokens(req.input)
-            if p.per_million_output_tokens is not None:
-                usage.output_tokens = stream.output_tokens
-            usage.cost = speech_cost(p, usage)
-            return SpeechResult(stream, first, usage, route)
-        assert last is not None
-        raise self._exhausted(route, last)
+                first = await anext(stream.chunks)
+            except StopAsyncIteration:
+                if stream.encoding != "f32":
+                    raise UpstreamError(f"{cand.endpoint.provider}: the upstream sent no audio", retryable=True,
+                                        metadata={"provider_name": cand.endpoint.provider}) from None
+                first = None
+            return stream, first
+
+        cand, (stream, first) = await self._run(route, cands, start)
+        route.ignored_params = self._ignored(req, cand.endpoint)
+        usage = Usage(characters=len(req.input))
+        p = cand.endpoint.pricing
+        if p.per_million_input_tokens is not None:
+            usage.input_tokens = stream.input_tokens or estimate_text_tokens(req.input)
+        if p.per_million_output_tokens is not None:
+            usage.output_tokens = stream.output_tokens
+        usage.cost = speech_cost(p, usage)
+        t0 = time.perf_counter() - route.attempts[-1].latency_ms / 1000  # when the serving attempt began
+        chars = len(req.input)
+
+        def on_end(err: BaseException | None) -> None:
+            if not cand.tracked:
+                return
+            if err is None:
+                self.health.record_throughput(cand.key, chars, time.perf_counter() - t0)
+            else:
+                self.health.record_failure(cand.key)
+
+        return SpeechResult(stream, first, usage, route, on_end)

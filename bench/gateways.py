@@ -1,0 +1,308 @@
+"""Gateway overhead: the fake OpenAI upstream served directly, through audiorouter, LiteLLM's proxy and
+Portkey's gateway, for three request kinds, at 0 ms and 50 ms upstream delay.
+
+Placement: the gateway under test is pinned to one core (taskset), wrk and the fake upstream share the other,
+so a gateway's req/s is what one core of it can do. Competitors are installed by `install_competitors()` into
+bench/.work (pinned versions)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from clips import ten_second_wav
+from procs import ROOT, WORK, Server, cores, free_port, wrk
+
+LITELLM_VERSION = "1.102.4"   # newer releases require a certifi that is not published yet
+PORTKEY_VERSION = "1.15.2"
+API_KEY = "sk-bench-not-a-real-key"
+SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+               "How vexingly quick daft zebras jump!")
+
+# request kinds: (label, what it is)
+KINDS = {
+    "json": "transcription, OpenRouter JSON with base64 input_audio (10 s WAV)",
+    "multipart": "transcription, OpenAI multipart upload (10 s WAV)",
+    "speech": "speech, JSON in, 100 KB audio streamed back",
+}
+
+
+# ---- installing the competitors ---------------------------------------------------------------------------
+def _run(argv: list[str], log: Path, cwd: Path | None = None) -> None:
+    with open(log, "ab") as fh:
+        subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=True)
+
+
+def install_competitors(log=print) -> dict[str, str | None]:
+    """Idempotent. Returns {name: version or None when it could not be installed}."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str | None] = {}
+    venv = WORK / "litellm"
+    py = venv / "bin" / "python"
+    try:
+        have = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                              capture_output=True, text=True).stdout.strip() if py.exists() else ""
+        if have != LITELLM_VERSION:
+            log(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv.relative_to(ROOT)}")
+            base = shutil.which("python3.11") or sys.executable
+            if not py.exists():
+                _run([base, "-m", "venv", str(venv)], WORK / "litellm-install.log")
+            _run([str(py), "-m", "pip", "install", "--quiet", f"litellm[proxy]=={LITELLM_VERSION}"],
+                 WORK / "litellm-install.log")
+        out["litellm"] = LITELLM_VERSION
+    except (subprocess.CalledProcessError, OSError) as e:
+        log(f"litellm could not be installed ({e}); see bench/.work/litellm-install.log")
+        out["litellm"] = None
+    pk = WORK / "portkey"
+    pkg = pk / "node_modules" / "@portkey-ai" / "gateway" / "package.json"
+    try:
+        have = json.loads(pkg.read_text())["version"] if pkg.exists() else ""
+        if have != PORTKEY_VERSION:
+            if not shutil.which("npm"):
+                raise OSError("npm is not installed")
+            log(f"installing @portkey-ai/gateway@{PORTKEY_VERSION} into {pk.relative_to(ROOT)}")
+            pk.mkdir(parents=True, exist_ok=True)
+            if not (pk / "package.json").exists():
+                (pk / "package.json").write_text('{"name": "bench-portkey", "private": true}\n')
+            _run(["npm", "install", "--no-audit", "--no-fund", "--save-exact", f"@portkey-ai/gateway@{PORTKEY_VERSION}"],
+                 WORK / "portkey-install.log", cwd=pk)
+        out["portkey"] = PORTKEY_VERSION
+    except (subprocess.CalledProcessError, OSError, ValueError) as e:
+        log(f"portkey could not be installed ({e}); see bench/.work/portkey-install.log")
+        out["portkey"] = None
+    return out
+
+
+# ---- targets ------------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    name: str
+    server: Server | None
+    port: int
+    paths: dict[str, str]                 # kind -> URL path
+    model: dict[tuple[str, int], str]     # (kind, delay) -> model name to send
+    headers: dict[int, dict[str, str]]    # delay -> extra request headers
+
+    def url(self, kind: str) -> str:
+        return f"http://127.0.0.1:{self.port}{self.paths[kind]}"
+
+
+def _upstreams(ports: dict[int, int]) -> dict[int, str]:
+    return {d: f"http://127.0.0.1:{p}/v1" for d, p in ports.items()}
+
+
+def audiorouter_target(ports: dict[int, int], core: str) -> Target:
+    cfg = WORK / "audiorouter-catalog.yaml"
+    lines = ["providers:"]
+    for d, base in _upstreams(ports).items():
+        lines += [f"  fake{d}:", f"    name: Fake upstream {d} ms", "    adapter: openai_compatible",
+                  f"    base_url: {base}", f"    api_key: {API_KEY}"]
+    lines.append("models:")
+    for d in ports:
+        lines += [f"  - id: bench/whisper-d{d}", f"    name: bench whisper {d} ms", "    kind: transcription",
+                  "    endpoints:", f"      - provider: fake{d}", "        upstream_model: whisper-1",
+                  "        capabilities: {verbose_json: false}",
+                  f"  - id: bench/tts-d{d}", f"    name: bench tts {d} ms", "    kind: speech", "    voices: [alloy]",
+                  "    endpoints:", f"      - provider: fake{d}", "        upstream_model: tts-1",
+                  "        output_formats: [mp3, pcm, wav, opus, aac, flac]"]
+    cfg.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    data = WORK / "audiorouter-data"
+    shutil.rmtree(data, ignore_errors=True)
+    env = {"AUDIOROUTER_CATALOG": str(cfg), "AUDIOROUTER_LOCAL_SUBSTITUTE": "false", "AUDIOROUTER_PRELOAD": "false",
+           "AUDIOROUTER_CACHE_TTL_S": "0", "AUDIOROUTER_DATA_DIR": str(data), "AUDIOROUTER_LOG_LEVEL": "warning",
+           "AUDIOROUTER_RETRY_ATTEMPTS": "1"}
+    srv = Server("audiorouter", [sys.executable, "-m", "audiorouter.cli", "serve", "--port", str(port)], port,
+                 core=core, env=env)
+    return Target("audiorouter", srv, port,
+                  {"json": "/api/v1/audio/transcriptions", "multipart": "/v1/audio/transcriptions",
+                   "speech": "/v1/audio/speech"},
+                  {(k, d): f"bench/{'tts' if k == 'speech' else 'whisper'}-d{d}" for k in KINDS for d in ports},
+                  {d: {} for d in ports})
+
+
+def litellm_target(ports: dict[int, int], core: str) -> Target | None:
+    exe = WORK / "litellm" / "bin" / "litellm"
+    if not exe.exists():
+        return None
+    cfg = WORK / "litellm-config.yaml"
+    lines = ["model_list:"]
+    for d, base in _upstreams(ports).items():
+        lines += [f"  - model_name: whisper-d{d}", "    litellm_params:", "      model: openai/whisper-1",
+                  f"      api_base: {base}", f"      api_key: {API_KEY}", "    model_info:",
+                  "      mode: audio_transcription",
+                  f"  - model_name: tts-d{d}", "    litellm_params:", "      model: openai/tts-1",
+                  f"      api_base: {base}", f"      api_key: {API_KEY}", "    model_info:", "      mode: audio_speech"]
+    lines += ["litellm_settings:", "  drop_params: true", "  telemetry: false", "general_settings: {}"]
+    cfg.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+           "DISABLE_SCHEMA_UPDATE": "true", "NO_DOCS": "True"}
+    srv = Server("litellm", [str(exe), "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1",
+                             "--num_workers", "1"], port, core=core, env=env)
+    return Target("litellm", srv, port,
+                  {"multipart": "/v1/audio/transcriptions", "speech": "/v1/audio/speech"},
+                  {(k, d): f"{'tts' if k == 'speech' else 'whisper'}-d{d}" for k in KINDS for d in ports},
+                  {d: {} for d in ports})
+
+
+def portkey_target(ports: dict[int, int], core: str) -> Target | None:
+    js = WORK / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if not js.exists() or not shutil.which("node"):
+        return None
+    port = free_port()
+    srv = Server("portkey", ["node", str(js), f"--port={port}", "--headless"], port, core=core,
+                 env={"NODE_ENV": "production"}, cwd=WORK / "portkey")
+    return Target("portkey", srv, port,
+                  {"multipart": "/v1/audio/transcriptions", "speech": "/v1/audio/speech"},
+                  {(k, d): "tts-1" if k == "speech" else "whisper-1" for k in KINDS for d in ports},
+                  {d: {"x-portkey-provider": "openai", "x-portkey-custom-host": base}
+                   for d, base in _upstreams(ports).items()})
+
+
+def direct_target(ports: dict[int, int]) -> list[Target]:
+    """The fake upstream itself (one Target per delay: they listen on different ports)."""
+    return [Target(f"direct-d{d}", None, p,
+                   {"json": "/v1/audio/transcriptions", "multipart": "/v1/audio/transcriptions",
+                    "speech": "/v1/audio/speech"},
+                   {(k, dd): "tts-1" if k == "speech" else "whisper-1" for k in KINDS for dd in ports},
+                   {dd: {} for dd in ports}) for d, p in ports.items()]
+
+
+# ---- bodies -------------------------------------------------------------------------------------------
+BOUNDARY = "----audiorouterbench7d1f"
+
+
+def make_body(kind: str, model: str) -> tuple[bytes, str]:
+    if kind == "json":
+        b64 = base64.b64encode(ten_second_wav()).decode()
+        return (json.dumps({"model": model, "input_audio": {"data": b64, "format": "wav"}}).encode(),
+                "application/json")
+    if kind == "multipart":
+        wav = ten_second_wav()
+        parts = [f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n".encode(),
+                 f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n"
+                 "Content-Type: audio/wav\r\n\r\n".encode() + wav + b"\r\n",
+                 f"--{BOUNDARY}--\r\n".encode()]
+        return b"".join(parts), f"multipart/form-data; boundary={BOUNDARY}"
+    return (json.dumps({"model": model, "input": SPEECH_TEXT, "voice": "alloy", "response_format": "mp3"}).encode(),
+            "application/json")
+
+
+def body_file(kind: str, model: str) -> tuple[Path, str]:
+    d = WORK / "bodies"
+    d.mkdir(parents=True, exist_ok=True)
+    data, ctype = make_body(kind, model)
+    p = d / f"{kind}-{model.replace('/', '_')}.bin"
+    if not p.exists() or p.read_bytes() != data:
+        p.write_bytes(data)
+    return p, ctype
+
+
+def check(target: Target, kind: str, delay: int, upstream_stats: str) -> str | None:
+    """One request by hand: None when it worked end to end, else what went wrong."""
+    path, ctype = body_file(kind, target.model[(kind, delay)])
+    headers = {"content-type": ctype, "authorization": f"Bearer {API_KEY}", **target.headers[delay]}
+    try:
+        r = httpx.post(target.url(kind), content=path.read_bytes(), headers=headers, timeout=30)
+    except httpx.HTTPError as e:
+        return f"{e.__class__.__name__}: {e}"
+    if r.status_code != 200:
+        return f"HTTP {r.status_code}: {r.text[:300]}"
+    if kind == "speech" and len(r.content) != 100 * 1024:
+        return f"speech body is {len(r.content)} bytes, expected 102400"
+    if kind != "speech":
+        st = httpx.get(upstream_stats, timeout=5).json().get("last", {})
+        if st.get("body_bytes", 0) < 300_000:
+            return f"the upstream got {st.get('body_bytes')} bytes, not the 10 s WAV"
+        if kind == "json" and target.server is not None:
+            u = r.json().get("usage", {})
+            if abs(float(u.get("seconds", 0)) - 10.0) > 1e-6:
+                return f"usage.seconds is {u.get('seconds')}, expected 10.0"
+    return None
+
+
+def measure(target: Target, kind: str, delay: int, conc: int, seconds: float, lg_core: str) -> dict:
+    path, ctype = body_file(kind, target.model[(kind, delay)])
+    headers = {"Authorization": f"Bearer {API_KEY}", **target.headers[delay]}
+    wrk(target.url(kind), path, ctype, headers, connections=conc, seconds=min(1.0, seconds), core=lg_core)  # warm
+    r = wrk(target.url(kind), path, ctype, headers, connections=conc, seconds=seconds, core=lg_core)
+    return {"target": target.name, "kind": kind, "delay_ms": delay, "concurrency": conc,
+            "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "req_per_s": r["req_per_s"],
+            "requests": r["requests"], "errors": r["errors"]}
+
+
+def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int], sweep_delays: list[int],
+        only: list[str] | None = None, log=print) -> dict:
+    gw_core, lg_core = cores()
+    ports = {d: free_port() for d in delays}
+    fake = Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"),
+                                    *[f"--port={p}:{d}" for d, p in ports.items()]], ports[delays[0]], core=lg_core)
+    fake.start(30)
+    stats_url = f"http://127.0.0.1:{ports[delays[0]]}/stats"
+    results: list[dict] = []
+    notes: list[str] = []
+    try:
+        directs = direct_target(ports)
+        builders = [("audiorouter", audiorouter_target), ("litellm", litellm_target), ("portkey", portkey_target)]
+        targets: list[Target] = []
+        for name, build in builders:
+            if only and name not in only:
+                continue
+            t = build(ports, gw_core)
+            if t is None:
+                notes.append(f"{name}: not installed, skipped")
+            else:
+                targets.append(t)
+        for t in [*directs, *targets]:
+            if t.server is not None:
+                log(f"starting {t.name} on core {gw_core}")
+                try:
+                    t.server.start(180)
+                except (RuntimeError, TimeoutError) as e:
+                    notes.append(f"{t.name}: did not start ({str(e)[:200]})")
+                    continue
+                time.sleep(1.0)
+            try:
+                for kind in KINDS:
+                    if kind not in t.paths:
+                        continue
+                    for d in delays:
+                        if t.name.startswith("direct-") and t.name != f"direct-d{d}":
+                            continue
+                        err = check(t, kind, d, stats_url)
+                        name = "direct" if t.name.startswith("direct-") else t.name
+                        if err:
+                            notes.append(f"{name} {kind} {d} ms: sanity check failed: {err}")
+                            log(notes[-1])
+                            continue
+                        concs = concurrencies if d in sweep_delays else [c for c in (1, 32) if c in concurrencies] or concurrencies
+                        for c in concs:
+                            for rep in range(reps):
+                                m = measure(t, kind, d, c, seconds, lg_core)
+                                m["target"], m["rep"] = name, rep
+                                results.append(m)
+                                log(f"  {name:11s} {kind:9s} {d:2d} ms c={c:<3d} p50 {m['p50_ms']:7.2f} ms  "
+                                    f"p99 {m['p99_ms']:7.2f} ms  {m['req_per_s']:8.1f} req/s  err {m['errors']}")
+            finally:
+                if t.server is not None:
+                    t.server.stop()
+    finally:
+        fake.stop()
+    return {"results": results, "notes": notes, "gateway_core": gw_core, "loadgen_core": lg_core,
+            "seconds": seconds, "reps": reps}
+
+
+if __name__ == "__main__":  # quick manual run: python bench/gateways.py [target ...]
+    sys.path.insert(0, str(ROOT / "src"))
+    out = run(seconds=float(os.environ.get("BENCH_SECONDS", 2)), reps=1, concurrencies=[1, 32], delays=[0],
+              sweep_delays=[0], only=sys.argv[1:] or None)
+    print(json.dumps(out["notes"], indent=1))

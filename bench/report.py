@@ -1,0 +1,280 @@
+"""results.json -> docs/benchmarks.md and PNG plots in docs/."""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+GATEWAYS = ("direct", "audiorouter", "litellm", "portkey")
+KIND_TITLES = {"json": "JSON base64 transcription (10 s WAV)", "multipart": "multipart transcription (10 s WAV)",
+               "speech": "speech (100 KB streamed)"}
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt_range(xs, digits=1, unit=""):
+    if not xs:
+        return "—"
+    m = med(xs)
+    if len(xs) == 1:
+        return f"{m:.{digits}f}{unit}"
+    return f"{m:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})"
+
+
+def _group(results):
+    g = defaultdict(list)
+    for r in results:
+        g[(r["target"], r["kind"], r["delay_ms"], r["concurrency"])].append(r)
+    return g
+
+
+def gateway_tables(gw: dict) -> tuple[list[str], dict]:
+    g = _group(gw["results"])
+    lines: list[str] = []
+    verdict: dict = {}
+    delays = sorted({k[2] for k in g})
+    for d in delays:
+        lines += [f"#### Upstream delay {d} ms", "",
+                  "| request | gateway | p50 @ c=1 (ms) | p99 @ c=1 (ms) | added p50 vs direct (ms) | req/s @ c=32 | "
+                  "req/s vs Portkey | errors |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for kind in KIND_TITLES:
+            direct = g.get(("direct", kind, d, 1), [])
+            pk = g.get(("portkey", kind, d, 32), [])
+            if kind == "json" and not pk:  # no base64 JSON route in Portkey: its multipart upload of the same audio
+                pk = g.get(("portkey", "multipart", d, 32), [])
+            for t in GATEWAYS:
+                c1 = g.get((t, kind, d, 1), [])
+                c32 = g.get((t, kind, d, 32), [])
+                if not c1 and not c32:
+                    if t in ("litellm", "portkey") and kind == "json":
+                        lines.append(f"| {kind} | {t} | n/a: no base64 JSON transcription route | | | | | |")
+                    continue
+                added = []
+                if direct and c1:  # pair repetitions in order: same run, same neighbours
+                    added = [a["p50_ms"] - b["p50_ms"] for a, b in zip(c1, direct)]
+                ratio = []
+                if pk and c32 and t != "portkey":
+                    ratio = [a["req_per_s"] / b["req_per_s"] for a, b in zip(c32, pk) if b["req_per_s"]]
+                errs = sum(r["errors"] for r in c1 + c32)
+                lines.append(f"| {kind} | {t} | {fmt_range([r['p50_ms'] for r in c1], 2)} | "
+                             f"{fmt_range([r['p99_ms'] for r in c1], 2)} | "
+                             f"{fmt_range(added, 2) if t != 'direct' else '—'} | "
+                             f"{fmt_range([r['req_per_s'] for r in c32], 0)} | {fmt_range(ratio, 2) + 'x' if ratio and t != 'direct' else '—'} "
+                             f"| {errs} |")
+                if t == "audiorouter":
+                    verdict[(kind, d)] = {"added_p50": med(added), "ratio_vs_portkey": med(ratio),
+                                          "portkey_is_multipart": kind == "json"}
+        lines.append("")
+    return lines, verdict
+
+
+def plot_gateways(gw: dict) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    g = _group(gw["results"])
+    files = []
+    for d in sorted({k[2] for k in g}):
+        concs = sorted({k[3] for k in g if k[2] == d})
+        if len(concs) < 2:
+            continue
+        fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+        for col, kind in enumerate(KIND_TITLES):
+            for t in GATEWAYS:
+                xs = [c for c in concs if g.get((t, kind, d, c))]
+                if not xs:
+                    continue
+                p50 = [med([r["p50_ms"] for r in g[(t, kind, d, c)]]) for c in xs]
+                rps = [med([r["req_per_s"] for r in g[(t, kind, d, c)]]) for c in xs]
+                axes[0][col].plot(xs, p50, marker="o", label=t)
+                axes[1][col].plot(xs, rps, marker="o", label=t)
+            axes[0][col].set_title(KIND_TITLES[kind], fontsize=10)
+            axes[0][col].set_yscale("log")
+            axes[0][col].set_ylabel("p50 latency (ms, log)")
+            axes[1][col].set_ylabel("requests / s")
+            for r in (0, 1):
+                axes[r][col].set_xscale("log", base=2)
+                axes[r][col].set_xlabel("concurrent connections")
+                axes[r][col].grid(alpha=0.3)
+                axes[r][col].legend(fontsize=8)
+        fig.suptitle(f"Gateway overhead, fake upstream with {d} ms delay (gateway pinned to one core)")
+        fig.tight_layout()
+        name = f"bench-gateways-{d}ms.png"
+        fig.savefig(DOCS / name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def plot_engines(loc: dict) -> str | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    c = loc.get("concurrency", 4)
+    bars = [("faster-whisper loop\n(baseline)", [r["x_rt"] for r in loc.get("baseline", [])]),
+            ("audiorouter\n1 at a time", [r["x_rt"] for r in loc.get("http_1", [])]),
+            (f"audiorouter\n{c} concurrent", [r["x_rt"] for r in loc.get(f"http_{c}", [])])]
+    tts = [r["x_rt"] for r in loc.get("tts", []) if r.get("x_rt")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    names = [b[0] for b in bars if b[1]]
+    vals = [med(b[1]) for b in bars if b[1]]
+    errs = [[med(b[1]) - min(b[1]) for b in bars if b[1]], [max(b[1]) - med(b[1]) for b in bars if b[1]]]
+    axes[0].bar(names, vals, yerr=errs, capsize=4, color=["#999", "#4a7", "#2a5"][:len(vals)])
+    axes[0].set_ylabel("x real-time (audio s / wall s)")
+    axes[0].set_title("Whisper base, dev-set English clips")
+    if tts:
+        axes[1].bar(["hibari TTS"], [med(tts)], yerr=[[med(tts) - min(tts)], [max(tts) - med(tts)]], capsize=4,
+                    color="#47a")
+        axes[1].set_title("TTS over HTTP")
+    fig.tight_layout()
+    name = "bench-engines.png"
+    fig.savefig(DOCS / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
+def write(res: dict) -> Path:
+    meta = res["meta"]
+    L = ["# Benchmarks", "",
+         "Generated by `make bench` (bench/run.py); do not edit by hand. Every figure is the **median over "
+         f"{meta['reps']} repetitions with the min–max range in parentheses**; every comparison is a ratio of "
+         "figures measured in the same run, on the same machine, against the same fake upstream.", "",
+         "## Setup", "",
+         f"- command: `{meta['command']}` ({meta['mode']} mode), {meta['started']}, took {meta['took_min']:.1f} min",
+         f"- machine: {meta['machine']}",
+         f"- software: {meta['versions']}",
+         f"- audiorouter commit: `{meta['commit']}`{' (with uncommitted changes)' if meta.get('dirty') else ''}",
+         "- load: the gateway under test is pinned to one core with `taskset`; wrk (one thread) and the fake "
+         "upstream share the other core. Each point is a warm-up second then "
+         f"{meta['seconds']} s of wrk (`-t1 -cN`).",
+         f"- machine load when the run started (1-min load average): {meta['loadavg']}; other work on the machine "
+         "(tests, builds) shows up as noise in the ranges.", ""]
+    gw = res.get("gateways")
+    if gw:
+        L += ["## Gateway overhead", "",
+              "The fake upstream (`bench/fake_upstream.py`, raw asyncio) speaks OpenAI's audio API: transcriptions "
+              "answer a small JSON, speech streams 100 KB in 4 chunks. *direct* is wrk against it with no gateway. "
+              "audiorouter reaches it through a user catalog (`AUDIOROUTER_CATALOG`) whose provider uses the "
+              "`openai_compatible` adapter; LiteLLM's proxy through a `model_list` with `api_base`; Portkey's "
+              "gateway through `x-portkey-provider: openai` and `x-portkey-custom-host`. The transcript cache is off "
+              "(`AUDIOROUTER_CACHE_TTL_S=0`); the usage ledger, auth and routing run as shipped.", "",
+              "LiteLLM and Portkey have no route that takes OpenRouter's base64 JSON (`input_audio`): for the JSON "
+              "row the Portkey ratio is taken against Portkey's multipart figure for the same audio.", ""]
+        tables, verdict = gateway_tables(gw)
+        L += tables
+        for f in plot_gateways(gw):
+            L += [f"![gateway overhead]({f})", ""]
+        if gw.get("notes"):
+            L += ["Notes from the run:", ""] + [f"- {n}" for n in gw["notes"]] + [""]
+        res["verdict_gateways"] = {f"{k[0]}@{k[1]}ms": v for k, v in verdict.items()}
+    big = res.get("big_payload")
+    if big:
+        runs, st = big["runs"], big["stages"]
+        L += ["## Big payload", "",
+              f"One {big['payload_bytes'] / 2**20:.1f} MiB OpenRouter JSON request (base64 of a "
+              f"{st[0]['audio_s']:.0f} s, 16 kHz mono WAV) through audiorouter to the 0 ms upstream, a fresh "
+              "server each time. RSS growth = peak RSS (VmHWM) after the request minus RSS before it.", "",
+              "| figure | value |", "|---|---|",
+              f"| HTTP status | {', '.join(str(r['status']) for r in runs)} |",
+              f"| peak RSS growth | {fmt_range([r['growth_bytes'] / 2**20 for r in runs], 1, ' MiB')} |",
+              f"| growth / payload | {fmt_range([r['growth_x_payload'] for r in runs], 2, 'x')} |",
+              f"| end-to-end latency | {fmt_range([r['latency_s'] for r in runs], 2, ' s')} |",
+              f"| usage.seconds | {runs[0].get('usage_seconds')} |",
+              f"| JSON parse (orjson) | {fmt_range([s['json_parse_ms'] for s in st], 1, ' ms')} |",
+              f"| base64 decode + validation | {fmt_range([s['base64_decode_validate_ms'] for s in st], 1, ' ms')} |",
+              f"| measuring the audio (duration) | {fmt_range([s['measure_audio_ms'] for s in st], 2, ' ms')} |",
+              f"| decoding to 16 kHz samples (only when needed) | {fmt_range([s['decode_samples_ms'] for s in st], 1, ' ms')} |",
+              f"| before: full PyAV decode to measure the duration | "
+              f"{fmt_range([s['previous_full_decode_ms'] for s in st if 'previous_full_decode_ms' in s], 0, ' ms')} |",
+              ""]
+    loc = res.get("local")
+    if loc:
+        c = loc["concurrency"]
+        b, h1, hc = loc["baseline"], loc["http_1"], loc[f"http_{c}"]
+        L += ["## Local engines", "",
+              f"Whisper base (int8) on the {loc['clips']} English clips of the dev set with exact references "
+              f"({loc['audio_s']:.0f} s of audio), no language given (auto-detected). Baseline: plain "
+              "faster-whisper (`WhisperModel(...).transcribe(audio, beam_size=5)`, all cores) in a loop, in-process. "
+              "audiorouter: base64 JSON requests over HTTP to `local/whisper-base`, one at a time and "
+              f"{c} concurrent clients. WER is pooled (total edits / total reference words) after the same "
+              "normalisation (bench/textnorm.py) for both.", "",
+              "| engine | x real-time | vs baseline | audio s per CPU s | pooled WER |", "|---|---|---|---|---|"]
+        base_x = [r["x_rt"] for r in b]
+        for name, rows in (("faster-whisper loop (baseline)", b), ("audiorouter, 1 at a time", h1),
+                           (f"audiorouter, {c} concurrent", hc)):
+            if not rows:
+                continue
+            ratio = [r["x_rt"] / bb["x_rt"] for r, bb in zip(rows, b)] if rows is not b else []
+            L.append(f"| {name} | {fmt_range([r['x_rt'] for r in rows], 2, 'x')} | "
+                     f"{fmt_range(ratio, 2, 'x') if ratio else '—'} | "
+                     f"{fmt_range([r['audio_s_per_cpu_s'] for r in rows if r.get('audio_s_per_cpu_s')], 2)} | "
+                     f"{fmt_range([r['wer'] * 100 for r in rows], 2, ' %')} |")
+        res["verdict_stt"] = {"ratio_concurrent": med([r["x_rt"] / bb["x_rt"] for r, bb in zip(hc, b)]) if hc and b else None,
+                              "wer_base": med([r["wer"] for r in b]) if b else None,
+                              "wer_concurrent": med([r["wer"] for r in hc]) if hc else None}
+        tts = loc.get("tts", [])
+        if tts:
+            L += ["", "hibari TTS over HTTP (`POST /api/v1/audio/speech`, model `local/hibari`, a 3-sentence text of "
+                  f"{len(__import__('local_engines').TTS_TEXT)} characters), time to first body byte measured by the "
+                  "client:", "", "| format | time to first byte | total | x real-time |", "|---|---|---|---|"]
+            for fmt in ("pcm", "mp3"):
+                rows = [r for r in tts if r["format"] == fmt]
+                if rows:
+                    L.append(f"| {fmt} | {fmt_range([r['ttfb_ms'] for r in rows], 1, ' ms')} | "
+                             f"{fmt_range([r['total_s'] * 1000 for r in rows], 0, ' ms')} | "
+                             f"{fmt_range([r['x_rt'] for r in rows if r.get('x_rt')], 1, 'x') if fmt == 'pcm' else '—'} |")
+            res["verdict_tts"] = {"ttfb_ms": med([r["ttfb_ms"] for r in tts if r["format"] == "pcm"])}
+        ba = loc.get("engine_before_after") or []
+        if len(ba) == 2:
+            prev, now = ba
+            L += ["", f"Before/after of the Whisper engine, same run, in-process, {prev['clips']} clips "
+                  f"({prev['audio_s']:.0f} s), {prev['concurrency']} requests in flight:", "",
+                  "| engine | x real-time | audio s per CPU s | pooled WER |", "|---|---|---|---|",
+                  f"| before (7b32ce4: one decode per worker thread, 1 CPU thread each) | {prev['x_rt']:.2f}x | "
+                  f"{prev['audio_s_per_cpu_s']:.2f} | {prev['wer'] * 100:.2f} % |",
+                  f"| after (cross-request batching, language from the shared encoder pass) | {now['x_rt']:.2f}x | "
+                  f"{now['audio_s_per_cpu_s']:.2f} | {now['wer'] * 100:.2f} % |",
+                  f"| ratio | {now['x_rt'] / prev['x_rt']:.2f}x | | |"]
+        name = plot_engines(loc)
+        if name:
+            L += ["", f"![local engines]({name})"]
+        L.append("")
+    if res.get("before_after"):
+        L += res["before_after"]
+    L += targets_section(res)
+    out = DOCS / "benchmarks.md"
+    out.write_text("\n".join(L) + "\n")
+    return out
+
+
+def targets_section(res: dict) -> list[str]:
+    L = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for key, v in sorted(res.get("verdict_gateways", {}).items()):
+        kind, d = key.split("@")
+        if d != "0ms":
+            continue
+        a, r = v["added_p50"], v["ratio_vs_portkey"]
+        if a is not None:
+            L.append(f"| {kind}: audiorouter adds <= 1 ms p50 at c=1 | {a:+.2f} ms | {'yes' if a <= 1.0 else 'no'} |")
+        if r is not None:
+            L.append(f"| {kind}: req/s at c=32 >= 1.2x Portkey | {r:.2f}x | {'yes' if r >= 1.2 else 'no'} |")
+    big = res.get("big_payload")
+    if big and big["runs"]:
+        g = med([x["growth_x_payload"] for x in big["runs"]])
+        L.append(f"| 25 MB JSON: peak RSS growth <= 3x payload | {g:.2f}x | {'yes' if g <= 3 else 'no'} |")
+    s = res.get("verdict_stt")
+    if s and s.get("ratio_concurrent") is not None:
+        L.append(f"| STT: concurrent throughput >= 1.3x baseline | {s['ratio_concurrent']:.2f}x | "
+                 f"{'yes' if s['ratio_concurrent'] >= 1.3 else 'no'} |")
+        L.append(f"| STT: WER no worse than baseline | {s['wer_concurrent'] * 100:.2f} % vs {s['wer_base'] * 100:.2f} % | "
+                 f"{'yes' if s['wer_concurrent'] <= s['wer_base'] + 1e-9 else 'no'} |")
+    t = res.get("verdict_tts")
+    if t:
+        L.append(f"| TTS: first byte < 60 ms (3 sentences) | {t['ttfb_ms']:.1f} ms | {'yes' if t['ttfb_ms'] < 60 else 'no'} |")
+    L.append("")
+    return L

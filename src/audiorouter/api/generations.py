@@ -1,0 +1,401 @@
+"""Usage tracking around every billable request, and the endpoints that read the ledger:
+
+  GET /api/v1/generation?id=<X-Generation-Id>   OpenRouter's generation shape (api_type stt / tts)
+  GET /api/v1/activity[?date=YYYY-MM-DD&api_key_hash=]   cost and usage per UTC day, model and endpoint
+
+`track()` is the one hook the audio routes use:
+
+    async with track(request, req, seconds=duration) as gen:
+        result = await router.transcribe(...)
+        gen.served(result.route, result.usage)
+
+It attaches the caller's own provider keys (BYOK), estimates the cost from the candidates' catalog prices
+(transcription: measured seconds; speech: characters), reserves it on the key (402 if it does not fit),
+writes the generation row as `incomplete`, and settles the actual cost once when the block ends."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, AsyncIterator
+
+import orjson
+from fastapi import APIRouter
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..core.errors import Forbidden, GatewayError, InvalidRequest, NotFound
+from ..core.types import SpeechRequest, TranscriptionRequest, Usage
+from ..providers.base import BYOK_KEYS
+from ..routing.pricing import estimate_text_tokens, speech_cost, transcription_cost
+from ..store.keys import iso
+from ..store.ledger import NewGeneration, Settlement
+from ..store.models import Generation, to_nano, to_usd, utcnow
+from .auth import principal
+from .context import services
+
+log = logging.getLogger("audiorouter.ledger")
+router = APIRouter()
+
+# Rough token rates for estimates of token-priced endpoints (settlement uses the provider's own counts).
+STT_INPUT_TOKENS_PER_SECOND = 15
+STT_OUTPUT_TOKENS_PER_SECOND = 6
+TTS_OUTPUT_TOKENS_PER_CHARACTER = 1.5
+
+_background: set[asyncio.Task] = set()
+
+
+def _spawn(coro) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def store_unavailable() -> GatewayError:
+    return GatewayError("the usage ledger is unavailable; the request was not run", status=503,
+                        code="store_unavailable", headers={"Retry-After": "2"})
+
+
+# ---- estimates -----------------------------------------------------------------------------------------
+def raw_cost_estimate(endpoint: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None) -> float:
+    p = endpoint.pricing
+    if isinstance(req, TranscriptionRequest):
+        s = seconds or 0.0
+        u = Usage(seconds=s)
+        if p.per_million_input_tokens is not None:
+            u.input_tokens = math.ceil(s * STT_INPUT_TOKENS_PER_SECOND)
+        if p.per_million_output_tokens is not None:
+            u.output_tokens = math.ceil(s * STT_OUTPUT_TOKENS_PER_SECOND)
+        return transcription_cost(p, u)
+    u = Usage(characters=len(req.input))
+    if p.per_million_input_tokens is not None:
+        u.input_tokens = estimate_text_tokens(req.input)
+    if p.per_million_output_tokens is not None:
+        u.output_tokens = math.ceil(len(req.input) * TTS_OUTPUT_TOKENS_PER_CHARACTER)
+    return speech_cost(p, u)
+
+
+def charged(raw: float, is_byok: bool, fee: float) -> float:
+    return raw * fee if is_byok else raw
+
+
+def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None,
+                  byok: dict[str, str], include_byok: bool) -> int:
+    """The most any candidate could cost (fallbacks included), as counted toward the key's limit."""
+    kind = "transcription" if isinstance(req, TranscriptionRequest) else "speech"
+    # Planned without the length limits: long audio is chunked and long text split to fit them
+    # (routing/longform.py), so every candidate may serve; costs still use the whole length.
+    if isinstance(req, TranscriptionRequest):
+        cands, _ = svc.router._plan(req, kind)
+    else:
+        cands, _ = svc.router._plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), kind)
+    fee = svc.settings.byok_fee
+    worst = 0
+    for c in cands:
+        is_byok = c.endpoint.provider in byok
+        amount = charged(raw_cost_estimate(c.endpoint, req, seconds), is_byok, fee)
+        if is_byok and not include_byok:
+            amount = 0.0
+        worst = max(worst, to_nano(amount))
+    return worst
+
+
+# ---- tracking ------------------------------------------------------------------------------------------
+class Tracked:
+    def __init__(self, request: Request, new: NewGeneration, reserved: int, byok: dict[str, str],
+                 include_byok: bool):
+        self.store = request.app.state.store
+        self.fee = services(request).settings.byok_fee
+        self.new = new
+        self.id = new.id
+        self.reserved = reserved
+        self.byok = byok
+        self.include_byok = include_byok
+        self.t0 = time.perf_counter()
+        self.latency_ms: float | None = None
+        self.route: Any = None
+        self.usage: Usage | None = None
+        self.streaming = False
+        self.is_byok = False
+        self.upstream = 0.0
+
+    def served(self, route: Any, usage: Usage, *, streaming: bool = False) -> None:
+        """Record what served the request. BYOK: the caller pays the provider; we charge the fee, and
+        usage.cost (which the response reports) becomes what this key is charged."""
+        self.latency_ms = (time.perf_counter() - self.t0) * 1000
+        self.route, self.usage, self.streaming = route, usage, streaming
+        self.is_byok = bool(route.provider and route.provider in self.byok)
+        self.upstream = usage.cost
+        usage.cost = charged(usage.cost, self.is_byok, self.fee)
+
+    def _attempts(self) -> list[dict[str, Any]]:
+        out = []
+        for a in getattr(self.route, "attempts", None) or []:
+            out.append({"provider": a.provider, "endpoint": a.endpoint, "status": a.status,
+                        "latency_ms": round(a.latency_ms, 1), "error": a.error, "is_byok": a.provider in self.byok})
+        return out
+
+    def _success(self) -> Settlement:
+        u = self.usage or Usage()
+        cost = to_nano(u.cost)
+        counted = cost if (not self.is_byok or self.include_byok) else 0
+        r = self.route
+        return Settlement(status="incomplete" if self.streaming else "success", cost_nano=cost, counted_nano=counted,
+                          upstream_cost_nano=to_nano(self.upstream), is_byok=self.is_byok, model=r.model,
+                          provider=r.provider, endpoint=r.endpoint, substitute=r.substitute,
+                          attempts=self._attempts(), seconds=u.seconds, characters=u.characters,
+                          input_tokens=u.input_tokens, output_tokens=u.output_tokens, latency_ms=self.latency_ms,
+                          generation_time_ms=(time.perf_counter() - self.t0) * 1000)
+
+    def _failure(self, e: BaseException) -> Settlement:
+        elapsed = (time.perf_counter() - self.t0) * 1000
+        if isinstance(e, asyncio.CancelledError):
+            return Settlement(status="cancelled", error_type="cancelled", error_message="the client went away",
+                              generation_time_ms=elapsed)
+        if not isinstance(e, GatewayError):
+            return Settlement(status="error", error_type="internal_error", error_status=500,
+                              error_message=type(e).__name__, generation_time_ms=elapsed)
+        attempts = []
+        meta_attempts = e.metadata.get("attempts")
+        if isinstance(meta_attempts, list):
+            for a in meta_attempts:
+                if isinstance(a, dict):
+                    attempts.append({"provider": a.get("provider"), "endpoint": a.get("endpoint"),
+                                     "status": a.get("status"), "latency_ms": a.get("latency_ms"),
+                                     "error": a.get("error"), "is_byok": a.get("provider") in self.byok})
+        elif e.metadata.get("provider_name"):
+            attempts.append({"provider": e.metadata["provider_name"], "endpoint": None,
+                             "status": getattr(e, "upstream_status", None) or e.status, "latency_ms": None,
+                             "error": e.message[:500], "is_byok": e.metadata["provider_name"] in self.byok})
+        return Settlement(status="error", error_type=e.code, error_status=e.status, error_message=e.message,
+                          attempts=attempts, generation_time_ms=elapsed)
+
+    async def _settle(self, st: Settlement) -> None:
+        try:
+            await self.store.ledger.settle(self.id, self.new.key_hash, self.reserved, st)
+        except Exception as e:  # the sweeper releases the reservation later; the row stays incomplete
+            log.error("could not settle generation %s: %s", self.id, type(e).__name__)
+
+    async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Pass a streamed answer through; its row becomes success, cancelled or error when it ends."""
+        status, err = "cancelled", None
+        try:
+            async for c in chunks:
+                yield c
+            status = "success"
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            raise
+        except Exception as e:
+            status, err = "error", e
+            raise
+        finally:
+            _spawn(self._finish(status, err))
+
+    async def _finish(self, status: str, err: Any) -> None:
+        try:
+            await self.store.ledger.finish(self.id, status, (time.perf_counter() - self.t0) * 1000, err)
+        except Exception as e:
+            log.error("could not finish generation %s: %s", self.id, type(e).__name__)
+
+
+def _models_of(req: TranscriptionRequest | SpeechRequest) -> list[str]:
+    return [req.model] + [m for m in (req.models or []) if m != req.model]
+
+
+@contextlib.asynccontextmanager
+async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
+                seconds: float | None = None) -> AsyncIterator[Tracked]:
+    store = request.app.state.store
+    svc = services(request)
+    p = principal(request)
+    if p is not None and p.is_management:
+        raise Forbidden("management keys cannot run requests; create a regular key with POST /api/v1/keys",
+                        code="management_key_not_allowed")
+    stt = isinstance(req, TranscriptionRequest)
+    new = NewGeneration(
+        id=request.state.generation_id, api_type="stt" if stt else "tts", path=request.url.path, model=req.model,
+        key_hash=p.hash if p else None, session_id=req.session_id or request.headers.get("x-session-id"),
+        user=req.user, user_agent=request.headers.get("user-agent"),
+        http_referer=request.headers.get("http-referer") or request.headers.get("referer"), streamed=not stt,
+        seconds=seconds if stt else None, characters=None if stt else len(req.input))
+    include_byok = bool(p and p.include_byok_in_limit)
+    try:
+        byok = await store.byok.keys_for(new.key_hash, _models_of(req))
+    except (SQLAlchemyError, OSError):
+        raise store_unavailable() from None
+    BYOK_KEYS.set(byok)  # the adapters' api_key reads it for this request (providers/base.py)
+    if stt:
+        req.extra["byok"] = byok
+    try:
+        estimate = estimate_nano(svc, req, seconds, byok, include_byok)
+    except GatewayError as e:
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            await store.ledger.record_failure(new, e)
+        raise
+    try:
+        reserved = await store.ledger.begin(new, estimate, limited=bool(p and p.limit_nano is not None))
+    except (SQLAlchemyError, OSError):
+        raise store_unavailable() from None
+    gen = Tracked(request, new, reserved, byok, include_byok)
+    try:
+        yield gen
+    except BaseException as e:
+        await asyncio.shield(gen._settle(gen._failure(e)))
+        raise
+    if gen.route is None:  # the block ended without serving anything
+        await asyncio.shield(gen._settle(Settlement(status="error", error_type="not_served")))
+    else:
+        await asyncio.shield(gen._settle(gen._success()))
+
+
+# ---- lookup --------------------------------------------------------------------------------------------
+def _provider_name(svc: Any, slug: str | None) -> str | None:
+    if slug is None:
+        return None
+    spec = svc.router.catalog.providers.get(slug)
+    return spec.name if spec is not None else slug
+
+
+def generation_data(g: Generation, svc: Any) -> dict[str, Any]:
+    responses = []
+    for a in g.attempts or []:
+        responses.append({"status": a.get("status"), "provider_name": _provider_name(svc, a.get("provider")),
+                          "endpoint_id": a.get("endpoint"), "model_permaslug": g.model,
+                          "latency": a.get("latency_ms"), "is_byok": bool(a.get("is_byok")),
+                          **({"error": a["error"]} if a.get("error") else {})})
+    cost = to_usd(g.cost_nano)
+    finish = {"success": "stop", "error": "error", "cancelled": "cancelled"}.get(g.status)
+    return {
+        "id": g.id,
+        "api_type": g.api_type,
+        "model": g.model,
+        "provider_name": _provider_name(svc, g.provider),
+        "provider_responses": responses,
+        "total_cost": cost,
+        "usage": cost,
+        "upstream_inference_cost": to_usd(g.upstream_cost_nano) if g.is_byok else None,
+        "is_byok": g.is_byok,
+        "cache_discount": None,
+        "created_at": iso(g.created_at),
+        "latency": g.latency_ms,
+        "generation_time": g.generation_time_ms,
+        "moderation_latency": None,
+        "streamed": g.streamed,
+        "cancelled": g.status == "cancelled",
+        "finish_reason": finish,
+        "native_finish_reason": finish,
+        "tokens_prompt": g.input_tokens,
+        "tokens_completion": g.output_tokens,
+        "native_tokens_prompt": g.input_tokens,
+        "native_tokens_completion": g.output_tokens,
+        "native_tokens_cached": None,
+        "native_tokens_reasoning": None,
+        "native_tokens_completion_images": None,
+        "num_input_audio_prompt": 1 if g.api_type == "stt" else None,
+        "num_media_prompt": None,
+        "num_media_completion": None,
+        "num_fetches": None,
+        "num_search_results": None,
+        "web_search_engine": None,
+        "origin": g.http_referer or "",
+        "http_referer": g.http_referer,
+        "user_agent": g.user_agent,
+        "app_id": None,
+        "preset_id": None,
+        "router": None,
+        "service_tier": None,
+        "data_region": "global",
+        "workspace_id": "default",
+        "external_user": g.user,
+        "session_id": g.session_id,
+        "request_id": None,
+        "upstream_id": None,
+        # audiorouter extensions
+        "status": g.status,
+        "error": ({"type": g.error_type, "status": g.error_status, "message": g.error_message}
+                  if g.error_type else None),
+        "seconds": g.seconds,
+        "characters": g.characters,
+        "endpoint": g.endpoint,
+        "provider": g.provider,
+        "substitute": g.substitute,
+        "estimated_cost": to_usd(g.estimate_nano),
+        "completed_at": iso(g.completed_at),
+        "api_key_hash": g.key_hash,
+    }
+
+
+def ok(data: Any) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+@router.get("/api/v1/generation")
+async def get_generation(request: Request) -> Response:
+    gid = request.query_params.get("id")
+    if not gid or not gid.strip():
+        raise InvalidRequest("id: required query parameter (the X-Generation-Id of a response)", param="id")
+    if len(gid) > 64:
+        raise InvalidRequest("id: not a generation id", param="id")
+    p = principal(request)
+    row = await request.app.state.store.ledger.get(gid.strip())
+    if row is None or (p is not None and not p.is_management and row.key_hash != p.hash):
+        raise NotFound(f"id: generation {gid!r} not found", param="id", code="generation_not_found")
+    return ok({"data": generation_data(row, services(request))})
+
+
+@router.get("/api/v1/activity")
+async def activity(request: Request) -> Response:
+    """Per UTC day, model and endpoint: charged cost, requests, tokens, seconds, characters (last 30 days,
+    today included). A regular key sees its own activity; a management key everyone's."""
+    p = principal(request)
+    key_filter = request.query_params.get("api_key_hash") or None
+    if p is not None and not p.is_management:
+        if key_filter and key_filter != p.hash:
+            raise Forbidden("api_key_hash: a regular key can only see its own activity", param="api_key_hash")
+        key_filter = p.hash
+    today = utcnow().date()
+    day = request.query_params.get("date")
+    if day:
+        try:
+            d = date.fromisoformat(day)
+        except ValueError:
+            raise InvalidRequest(f"date: {day!r} is not a date like 2026-11-21", param="date") from None
+        if d < today - timedelta(days=30) or d > today:
+            raise InvalidRequest("date: must be within the last 30 days", param="date")
+        start, end = d, d + timedelta(days=1)
+    else:
+        start, end = today - timedelta(days=30), today + timedelta(days=1)
+    t0 = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
+    t1 = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
+    day_col = func.date(Generation.created_at)
+    q = (select(day_col, Generation.model, Generation.endpoint, func.min(Generation.provider),
+                func.sum(Generation.cost_nano),
+                func.sum(case((Generation.is_byok.is_(True), Generation.upstream_cost_nano), else_=0)),
+                func.count(), func.sum(func.coalesce(Generation.input_tokens, 0)),
+                func.sum(func.coalesce(Generation.output_tokens, 0)), func.sum(func.coalesce(Generation.seconds, 0.0)),
+                func.sum(func.coalesce(Generation.characters, 0)))
+         .where(Generation.created_at >= t0, Generation.created_at < t1, Generation.provider.is_not(None))
+         .group_by(day_col, Generation.model, Generation.endpoint))
+    if key_filter:
+        q = q.where(Generation.key_hash == key_filter)
+    store = request.app.state.store
+    async with store.db.sessions() as s:
+        rows = (await s.execute(q)).all()
+    svc = services(request)
+    data = []
+    for day_v, model, endpoint, provider, cost, byok, n, tin, tout, secs, chars in rows:
+        data.append({"date": str(day_v)[:10], "model": model, "model_permaslug": model, "endpoint_id": endpoint or "",
+                     "provider_name": _provider_name(svc, provider) or "", "usage": to_usd(int(cost or 0)),
+                     "byok_usage_inference": to_usd(int(byok or 0)), "requests": int(n), "prompt_tokens": int(tin or 0),
+                     "completion_tokens": int(tout or 0), "reasoning_tokens": 0, "cached_tokens": 0,
+                     "seconds": round(float(secs or 0), 3), "characters": int(chars or 0)})
+    data.sort(key=lambda r: (r["date"], r["model"], r["endpoint_id"]), reverse=True)
+    return ok({"data": data})
+

@@ -1,0 +1,348 @@
+"""Long audio without holding it all in memory: decode any input to 16 kHz mono int16 PCM spilled to a
+temporary file (2 bytes a sample, never float32 for the whole file), then choose cut points at silences
+(Silero VAD, run only on the stretch where a cut may fall) so that every chunk fits a provider's limits
+and no word is split between two chunks."""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from ..core.errors import InvalidRequest
+from .sniff import known, sniff
+
+RATE = 16000
+WAV_BYTES_PER_SECOND = RATE * 2
+
+
+class PcmSpool:
+    """Append-only int16 mono PCM at 16 kHz kept in an unlinked temporary file; slices are read back with
+    pread, so memory stays flat however long the audio is."""
+
+    def __init__(self, directory: str | None = None):
+        self._f = tempfile.TemporaryFile(prefix="audiorouter-pcm-", dir=directory)
+        self._fd = self._f.fileno()
+        self._lock = threading.Lock()
+        self.n_samples = 0
+
+    @classmethod
+    def from_samples(cls, samples: np.ndarray, directory: str | None = None) -> "PcmSpool":
+        spool = cls(directory)
+        step = RATE * 60
+        for i in range(0, len(samples), step):
+            spool.append(float_to_s16(samples[i:i + step]))
+        return spool
+
+    def append(self, pcm: np.ndarray) -> None:
+        if pcm.dtype != np.int16:
+            pcm = pcm.astype(np.int16)
+        with self._lock:
+            os.pwrite(self._fd, pcm.tobytes(), self.n_samples * 2)
+            self.n_samples += len(pcm)
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        start, end = max(0, start), min(end, self.n_samples)
+        if end <= start:
+            return np.zeros(0, np.int16)
+        want = (end - start) * 2
+        buf = bytearray(want)
+        view = memoryview(buf)
+        got = 0
+        while got < want:  # pread may return less than asked
+            n = os.preadv(self._fd, [view[got:]], start * 2 + got)
+            if n <= 0:
+                break
+            got += n
+        return np.frombuffer(buf, dtype=np.int16, count=got // 2)
+
+    def read_float(self, start: int, end: int) -> np.ndarray:
+        return s16_to_float(self.read(start, end))
+
+    @property
+    def duration(self) -> float:
+        return self.n_samples / RATE
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "PcmSpool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def float_to_s16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def s16_to_float(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) * np.float32(1.0 / 32768.0)
+
+
+# ---- probing and streaming decode ----------------------------------------------------------------------
+# The checks (demuxer whitelist, what counts as corrupt or truncated, the length limit, error wording) are
+# those of audio/decode.py; only the destination differs: int16 in a spool instead of float32 in memory.
+def probe_duration(data: bytes, declared: str | None = None) -> float | None:
+    """The duration the container claims, without decoding (None when it does not say). Only an estimate:
+    callers must still cope with audio that turns out longer."""
+    from . import decode as dec
+    detected = sniff(data, signatures_only=declared == "pcm")
+    if detected is None and declared == "pcm":
+        return len(data) / WAV_BYTES_PER_SECOND
+    if detected == "wav":
+        layout = dec.wav_layout(data)  # PCM WAV: the header says it exactly, no demuxer needed
+        if layout is not None:
+            return layout.duration
+    try:
+        container = dec._open(data, None)
+    except (av.FFmpegError, ValueError, OSError, EOFError):
+        return None
+    try:
+        if not container.streams.audio:
+            return None
+        return dec._declared_seconds(container, container.streams.audio[0])
+    except (av.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    finally:
+        container.close()
+
+
+class _SpoolWriter:
+    """Frames of any format/layout/rate -> int16 mono 16 kHz in the spool, ~10 s at a time; re-creates the
+    resampler when the stream changes shape midway."""
+
+    def __init__(self, spool: PcmSpool):
+        self.spool = spool
+        self._key = None
+        self._rs: av.AudioResampler | None = None
+        self._pending: list[np.ndarray] = []
+        self._size = 0
+        self.n = 0
+
+    def _take(self, frames) -> None:
+        for out in frames:
+            a = out.to_ndarray().reshape(-1)
+            self._pending.append(a)
+            self._size += len(a)
+            self.n += len(a)
+        if self._size >= RATE * 10:
+            self.drain()
+
+    def feed(self, frame) -> None:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self._key:
+            self.flush()
+            self._rs = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+            self._key = key
+        self._take(self._rs.resample(frame))
+
+    def flush(self) -> None:
+        if self._rs is not None:
+            self._take(self._rs.resample(None))
+            self._rs = None
+            self._key = None
+
+    def drain(self) -> None:
+        if self._pending:
+            self.spool.append(np.concatenate(self._pending))
+            self._pending, self._size = [], 0
+
+
+def decode_to_spool(data: bytes, declared: str | None = None, *, field: str = "input_audio.data",
+                    directory: str | None = None) -> tuple[PcmSpool, str]:
+    """Decode any supported input to 16 kHz mono int16 in a PcmSpool, packet by packet. Returns the spool
+    and the format it was decoded as. Bad input is a 400 naming `field`, as audio/decode.py words it."""
+    from . import decode as dec
+    if not data:
+        raise dec._bad(field, "the audio is empty (0 bytes)")
+    limit = dec.MAX_SECONDS
+    detected = sniff(data, signatures_only=declared == "pcm")
+    spool = PcmSpool(directory)
+    try:
+        if detected is None and declared == "pcm":  # headerless s16le, 16 kHz, mono: already what we keep
+            usable = len(data) - (len(data) % 2)
+            if usable == 0:
+                raise dec._bad(field, "the audio decodes to no samples (headerless pcm needs at least one "
+                                      "16-bit sample)")
+            if usable / 2 / RATE > limit:
+                raise dec._too_long(field, usable / 2 / RATE, limit)
+            mv = memoryview(data)
+            step = RATE * 2 * 60
+            for i in range(0, usable, step):
+                spool.append(np.frombuffer(mv[i:min(i + step, usable)], dtype="<i2"))
+            return spool, "pcm"
+        layout = dec.wav_layout(data) if detected == "wav" else None
+        if layout is not None and layout.tag == 1 and layout.bits == 16 and layout.channels == 1 \
+                and layout.rate == RATE and layout.frames:  # already 16 kHz mono s16: copy, no decoder
+            if layout.duration > limit:
+                raise dec._too_long(field, layout.duration, limit)
+            mv = memoryview(data)[layout.offset:layout.offset + layout.frames * 2]
+            step = RATE * 2 * 60
+            for i in range(0, len(mv), step):
+                spool.append(np.frombuffer(mv[i:i + step], dtype="<i2"))
+            return spool, "wav"
+        if detected is None and declared not in (None, "pcm", "mp3", "aac") and known(declared):
+            raise dec._bad(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
+                                  "known audio format; if this is headerless 16 kHz 16-bit mono PCM, declare "
+                                  "format pcm")
+        fmt = _decode_into(data, detected, declared, spool, field, limit)
+        return spool, fmt
+    except BaseException:
+        spool.close()
+        raise
+
+
+def _decode_into(data: bytes, detected: str | None, declared: str | None, spool: PcmSpool, field: str,
+                 limit: float) -> str:
+    from . import decode as dec
+    what = detected or (declared if known(declared) else None) or "any known audio format"
+    try:
+        container = dec._open(data, None)
+    except (av.FFmpegError, ValueError, OSError, EOFError) as first:
+        force = dec._FORCE.get(detected or "")
+        if force is None:
+            raise dec._bad(field, f"could not decode the audio as {what}: {dec._reason(first)}") from None
+        try:
+            container = dec._open(data, force)
+        except (av.FFmpegError, ValueError, OSError, EOFError) as e:
+            raise dec._bad(field, f"could not decode the audio as {what}: {dec._reason(e)}") from None
+    try:
+        streams = container.streams.audio
+        if not streams:
+            raise dec._bad(field, "the file has no audio stream")
+        stream = streams[0]
+        fmt = detected or dec._container_name(container)
+        declared_s = dec._declared_seconds(container, stream)
+        if declared_s is not None and declared_s > limit * 1.05:
+            raise dec._too_long(field, declared_s, limit)
+        out = _SpoolWriter(spool)
+        packets = bad = 0
+        demux_error: BaseException | None = None
+        last_error: BaseException | None = None
+        try:
+            for packet in container.demux(stream):
+                packets += 1
+                try:
+                    frames = packet.decode()
+                except (av.FFmpegError, ValueError) as e:
+                    bad += 1
+                    last_error = e
+                    continue
+                for frame in frames:
+                    out.feed(frame)
+                if out.n > limit * RATE:
+                    raise dec._too_long(field, out.n / RATE, limit)
+        except InvalidRequest:
+            raise
+        except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:  # the demuxer gave up
+            demux_error = e
+        try:
+            out.flush()
+        except (av.FFmpegError, ValueError):
+            bad += 1
+        out.drain()
+    finally:
+        container.close()
+    seconds = spool.duration
+    if spool.n_samples == 0:
+        if bad or demux_error is not None:
+            raise dec._bad(field, f"could not decode any audio as {what}: {dec._reason(demux_error or last_error)}")
+        raise dec._bad(field, "the audio decodes to no samples (the file holds no sound)")
+    if bad or demux_error is not None:
+        if bad > max(1, dec.MAX_BAD_PACKET_SHARE * packets):
+            raise dec._bad(field, f"the audio is corrupt: {bad} of {packets} packets could not be decoded")
+        if declared_s and seconds < 0.9 * declared_s - 0.5:
+            raise dec._bad(field, f"the audio is truncated or corrupt: the file says it lasts {declared_s:.2f} s "
+                                  f"but decoding stopped after {seconds:.2f} s")
+    return fmt
+
+
+# ---- choosing cut points -------------------------------------------------------------------------------
+@dataclass
+class Chunk:
+    index: int
+    start: int  # samples
+    end: int
+
+    @property
+    def offset(self) -> float:
+        return self.start / RATE
+
+    @property
+    def duration(self) -> float:
+        return (self.end - self.start) / RATE
+
+
+GOOD_GAP_S = 0.5   # a pause at least this long is a safe place to cut (between sentences)
+MIN_GAP_S = 0.12   # the shortest pause worth preferring over an energy minimum
+
+
+def silence_gaps(window: np.ndarray) -> list[tuple[int, int]]:
+    """Stretches without speech in `window` (float32, 16 kHz), as (start, end) sample offsets."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    if len(window) < 512:
+        return [(0, len(window))]
+    speech = get_speech_timestamps(window, VadOptions(min_silence_duration_ms=100, speech_pad_ms=30,
+                                                      min_speech_duration_ms=100))
+    gaps: list[tuple[int, int]] = []
+    prev = 0
+    for s in speech:
+        if s["start"] > prev:
+            gaps.append((prev, s["start"]))
+        prev = max(prev, s["end"])
+    if prev < len(window):
+        gaps.append((prev, len(window)))
+    return gaps
+
+
+def _quietest(window: np.ndarray, frame: int = 320) -> int:
+    """Offset of the quietest 20 ms in the window (the later one on ties): the fallback cut when nobody
+    pauses."""
+    n = len(window) // frame
+    if n == 0:
+        return len(window) // 2
+    energy = np.square(window[:n * frame].reshape(n, frame), dtype=np.float32).mean(axis=1)
+    i = n - 1 - int(np.argmin(energy[::-1]))
+    return i * frame + frame // 2
+
+
+def choose_cut(window: np.ndarray) -> int:
+    """Where to cut inside `window`: the middle of the latest long pause; else of the longest short pause;
+    else the quietest point."""
+    gaps = silence_gaps(window)
+    good = [g for g in gaps if g[1] - g[0] >= GOOD_GAP_S * RATE]
+    if good:
+        a, b = good[-1]
+        return (a + b) // 2
+    ok = [g for g in gaps if g[1] - g[0] >= MIN_GAP_S * RATE]
+    if ok:
+        a, b = max(ok, key=lambda g: (g[1] - g[0], g[0]))
+        return (a + b) // 2
+    return _quietest(window)
+
+
+def plan_chunks(spool: PcmSpool, max_seconds: float, *, search_fraction: float = 0.4) -> list[Chunk]:
+    """Cut the spool into chunks of at most `max_seconds`, each ending at a silence found in the last
+    `search_fraction` of its allowed length."""
+    total = spool.n_samples
+    limit = max(1, int(max_seconds * RATE))
+    chunks: list[Chunk] = []
+    pos = 0
+    while total - pos > limit:
+        lo = pos + int(limit * (1.0 - search_fraction))
+        hi = pos + limit
+        window = spool.read_float(lo, hi)
+        cut = lo + choose_cut(window)
+        cut = min(max(cut, pos + 1), hi)
+        chunks.append(Chunk(len(chunks), pos, cut))
+        pos = cut
+    chunks.append(Chunk(len(chunks), pos, total))
+    return chunks

@@ -1,0 +1,268 @@
+"""Deepgram: pre-recorded transcription (POST /v1/listen, Nova-3) and Aura-2 text-to-speech (POST /v1/speak).
+
+Auth: `Authorization: Token <key>` (api_key_env, default DEEPGRAM_API_KEY). base_url may or may not end in
+/v1 (https://api.deepgram.com or https://api.deepgram.com/v1).
+
+Transcription sends the audio bytes as they are, with their Content-Type, and asks for smart formatting,
+punctuation and utterances (which become the segments); `diarize`, `language` (else detect_language) and
+`keyterms` (keyterm=..., Nova-3) follow the request. Headerless PCM is described with encoding=linear16.
+Per-request options (`provider.options.deepgram`): language (e.g. "multi", "en-US") and the listed query
+parameters (numerals, profanity_filter, redact, filler_words, ...), passed through.
+
+Speech: model aura-2-<voice>-en (a voice may also name its language, "celeste-es", or be a full model id).
+mp3, opus and flac are produced by Deepgram; every other format is streamed as raw linear16 at 24 kHz and
+encoded by the gateway. Text over the endpoint's max_characters (Deepgram: 2,000) is spoken in several
+requests, split at sentence ends, streamed one after another as PCM.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, AsyncIterator
+
+import httpx
+
+from ..core.errors import GatewayError, InvalidRequest, UpstreamError
+from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
+from .base import PreparedAudio, SpeechStream
+from .http import HTTPProvider, map_transport_error, raise_for_upstream
+
+CONTENT_TYPES = {
+    "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
+    "webm": "audio/webm", "m4a": "audio/mp4", "mp4": "audio/mp4", "aac": "audio/aac", "aiff": "audio/aiff",
+    "amr": "audio/amr", "asf": "audio/x-ms-asf", "mpeg": "audio/mpeg", "mpga": "audio/mpeg",
+}
+PASSTHROUGH = {"numerals", "profanity_filter", "redact", "filler_words", "dictation", "measurements",
+               "utt_split", "tag", "mip_opt_out", "replace", "search", "paragraphs", "detect_entities"}
+# response_format -> (query params, stream encoding, rate)
+NATIVE_SPEECH = {
+    "mp3": ({"encoding": "mp3", "bit_rate": "48000"}, "mp3", 22050),
+    "opus": ({"encoding": "opus", "container": "ogg"}, "opus", 48000),
+    "flac": ({"encoding": "flac", "sample_rate": "24000"}, "flac", 24000),
+}
+PCM_SPEECH = ({"encoding": "linear16", "container": "none", "sample_rate": "24000"}, "pcm", 24000)
+_SENTENCE = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at sentence ends where possible, else at spaces."""
+    text = text.strip()
+    if len(text) <= limit:
+        return [text]
+    out: list[str] = []
+    cur = ""
+    for sent in (s.strip() for s in _SENTENCE.split(text)):
+        if not sent:
+            continue
+        while len(sent) > limit:  # one sentence longer than the limit: cut at the last space before it
+            cut = sent.rfind(" ", 0, limit + 1)
+            cut = cut if cut > 0 else limit
+            if cur:
+                out.append(cur)
+                cur = ""
+            out.append(sent[:cut].strip())
+            sent = sent[cut:].strip()
+        if cur and len(cur) + 1 + len(sent) > limit:
+            out.append(cur)
+            cur = sent
+        else:
+            cur = f"{cur} {sent}" if cur else sent
+    if cur:
+        out.append(cur)
+    return [p for p in out if p]
+
+
+def _qv(v: Any, name: str) -> list[str]:
+    if isinstance(v, bool):
+        return ["true" if v else "false"]
+    if isinstance(v, (int, float)):
+        return [str(v)]
+    if isinstance(v, str) and v:
+        return [v]
+    if isinstance(v, list) and v and all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v):
+        return [str(x) for x in v]
+    raise InvalidRequest(f"provider.options.deepgram.{name}: expected a string, number, boolean or list",
+                         param=f"provider.options.deepgram.{name}")
+
+
+class DeepgramProvider(HTTPProvider):
+    def url(self, path: str) -> str:
+        base = self.base_url
+        if base.endswith("/v1"):
+            base = base[:-3]
+        return f"{base}/v1/{path}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.api_key}"}
+
+    def _error(self, resp: httpx.Response) -> GatewayError:
+        """Deepgram's envelope: {"err_code", "err_msg", "request_id"} (or {"category", "message"})."""
+        try:
+            raise_for_upstream(self.slug, resp)
+        except GatewayError as e:
+            try:
+                body = resp.json()
+                code = body.get("err_code") or body.get("category") if isinstance(body, dict) else None
+            except ValueError:
+                code = None
+            if code:
+                e.metadata.setdefault("upstream_code", str(code))
+            if self.api_key and self.api_key in e.message:
+                e.message = e.message.replace(self.api_key, "***")
+                e.args = (e.message,)
+            return e
+        return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
+                             metadata={"provider_name": self.slug})
+
+    def _malformed(self, why: str) -> UpstreamError:
+        return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
+                             metadata={"provider_name": self.slug})
+
+    # ---- transcription ---------------------------------------------------------------------------------
+    def listen_params(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
+                      options: dict[str, Any]) -> list[tuple[str, str]]:
+        params: list[tuple[str, str]] = [("model", endpoint.upstream_model), ("smart_format", "true"),
+                                         ("punctuate", "true"), ("utterances", "true")]
+        language = options.get("language", req.language)
+        if language is not None and not (isinstance(language, str) and language):
+            raise InvalidRequest("provider.options.deepgram.language: expected a language code",
+                                 param="provider.options.deepgram.language")
+        params.append(("language", language) if language else ("detect_language", "true"))
+        if req.extra.get("diarize"):
+            params.append(("diarize", "true"))
+        terms = req.extra.get("keyterms") or []
+        name = "keyterm" if endpoint.upstream_model.startswith("nova-3") else "keywords"
+        params += [(name, t) for t in terms if t.strip()]
+        for k, v in options.items():
+            if k in PASSTHROUGH:
+                params += [(k, x) for x in _qv(v, k)]
+            elif k != "language":
+                raise InvalidRequest(f"provider.options.deepgram.{k}: not a supported option; use one of "
+                                     f"language, {', '.join(sorted(PASSTHROUGH))}", param=f"provider.options.deepgram.{k}")
+        if audio.format == "pcm":
+            params += [("encoding", "linear16"), ("sample_rate", "16000"), ("channels", "1")]
+        return params
+
+    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
+                         options: dict[str, Any]) -> Transcript:
+        if req.task != "transcribe":
+            raise InvalidRequest(f"task: {endpoint.upstream_model} does not translate", param="task")
+        params = self.listen_params(req, audio, endpoint, options)
+        if audio.format == "pcm":
+            data, ctype = audio.data, "application/octet-stream"
+        elif audio.format in CONTENT_TYPES:
+            data, ctype = audio.data, CONTENT_TYPES[audio.format]
+        else:  # a container we could decode but cannot name: send FLAC made from the decoded samples
+            from ..audio.encode import encode_all
+            data, ctype = await asyncio.to_thread(encode_all, audio.samples, "flac", 16000), "audio/flac"
+        try:
+            resp = await self.client.post(self.url("listen"), params=params, content=data,
+                                          headers={**self.auth, "Content-Type": ctype})
+        except httpx.HTTPError as e:
+            raise map_transport_error(self.slug, e) from None
+        if not resp.is_success:
+            raise self._error(resp)
+        try:
+            body = resp.json()
+            return self.parse(body, diarize=bool(req.extra.get("diarize")), fallback_language=req.language)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise self._malformed(f"{e.__class__.__name__}: {e}") from None
+
+    @staticmethod
+    def parse(body: dict[str, Any], *, diarize: bool, fallback_language: str | None = None) -> Transcript:
+        results = body["results"]
+        channel = results["channels"][0]
+        alt = channel["alternatives"][0]
+
+        def word(w: dict[str, Any]) -> Word:
+            spk = w.get("speaker")
+            conf = w.get("confidence")
+            return Word(str(w.get("punctuated_word") or w["word"]), round(float(w["start"]), 3),
+                        round(float(w["end"]), 3), float(conf) if conf is not None else None,
+                        f"speaker_{spk}" if diarize and spk is not None else None)
+
+        words = [word(w) for w in alt.get("words") or []]
+        text = str(alt.get("transcript") or "").strip()
+        segments: list[Segment] = []
+        for u in results.get("utterances") or []:
+            if u.get("channel", 0) != 0:
+                continue
+            uw = [word(w) for w in u.get("words") or []]
+            spk = u.get("speaker")
+            segments.append(Segment(len(segments), round(float(u["start"]), 3), round(float(u["end"]), 3),
+                                    str(u.get("transcript") or " ".join(w.word for w in uw)).strip(), words=uw,
+                                    speaker=f"speaker_{spk}" if diarize and spk is not None else None))
+        if not segments and (text or words):
+            start = words[0].start if words else 0.0
+            end = words[-1].end if words else float(body.get("metadata", {}).get("duration") or 0.0)
+            segments = [Segment(0, start, end, text or " ".join(w.word for w in words), words=words)]
+        if not text:
+            text = " ".join(s.text for s in segments)
+        lang = channel.get("detected_language") or fallback_language
+        lang = str(lang).lower().replace("_", "-").split("-")[0] if lang else None
+        return Transcript(text=text, language=lang, segments=segments)
+
+    # ---- speech -----------------------------------------------------------------------------------------
+    @staticmethod
+    def voice_model(upstream_model: str, voice: str) -> str:
+        v = voice.strip().lower()
+        if v.startswith("aura"):
+            return v
+        return f"{upstream_model}-{v}" if "-" in v else f"{upstream_model}-{v}-en"
+
+    async def _open(self, params: dict[str, str], text: str) -> httpx.Response:
+        request = self.client.build_request("POST", self.url("speak"), params=params, json={"text": text},
+                                            headers=self.auth)
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise map_transport_error(self.slug, e) from None
+        if not resp.is_success:
+            try:
+                await resp.aread()
+            except httpx.HTTPError as e:
+                raise map_transport_error(self.slug, e) from None
+            finally:
+                await resp.aclose()
+            raise self._error(resp)
+        ctype = resp.headers.get("content-type", "").lower()
+        if not (ctype.startswith("audio/") or ctype.startswith("application/octet-stream")):
+            await resp.aclose()
+            raise self._malformed(f"expected audio, got Content-Type {ctype or 'none'!r}")
+        return resp
+
+    async def _drain(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for b in resp.aiter_bytes():
+                if b:
+                    yield b
+        except httpx.HTTPError as e:
+            raise map_transport_error(self.slug, e) from None
+        finally:
+            await resp.aclose()
+
+    async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
+        model = self.voice_model(endpoint.upstream_model, voice)
+        limit = endpoint.limits.max_characters or 2000
+        pieces = split_text(req.input, limit)
+        native = NATIVE_SPEECH.get(req.response_format) if len(pieces) == 1 else None
+        if native and endpoint.output_formats and req.response_format not in endpoint.output_formats:
+            native = None
+        query, encoding, rate = native or PCM_SPEECH
+        params = {"model": model, **query}
+        first = await self._open(params, pieces[0])
+
+        async def chunks():
+            total = 0
+            async for b in self._drain(first):
+                total += len(b)
+                yield b
+            for text in pieces[1:]:
+                async for b in self._drain(await self._open(params, text)):
+                    total += len(b)
+                    yield b
+            if total == 0:
+                raise self._malformed("empty audio")
+
+        return SpeechStream(chunks(), encoding, rate)

@@ -1,0 +1,313 @@
+"""ElevenLabs: Scribe speech-to-text (POST /v1/speech-to-text, multipart) and text-to-speech
+(POST /v1/text-to-speech/{voice_id}/stream).
+
+Auth: the `xi-api-key` header (api_key_env, default ELEVENLABS_API_KEY). base_url may or may not end in /v1.
+
+Transcription uploads the file as it is (headerless PCM as file_format=pcm_s16le_16) with word timestamps;
+`diarize`, `language` (language_code) and `temperature` follow the request; audio-event tags are off unless
+`provider.options.elevenlabs.tag_audio_events` is true. Scribe returns a flat token list (words, spacing,
+audio events); segments are rebuilt from it: a new one at each sentence end, speaker change or long pause.
+Other per-request options: num_speakers, diarization_threshold, seed, and keyterms (scribe_v2 only).
+
+Speech: the catalog voice name is mapped to a voice id by the endpoint's voice_map (the router does that);
+mp3 comes from ElevenLabs as mp3_44100_128, every other format as pcm_24000 encoded by the gateway.
+speed goes into voice_settings (ElevenLabs accepts 0.7 to 1.2). Options: stability, similarity_boost,
+style, use_speaker_boost (voice_settings), language_code, seed, apply_text_normalization.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..core.errors import GatewayError, InvalidRequest, UpstreamError
+from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
+from .base import PreparedAudio, SpeechStream
+from .http import HTTPProvider, map_transport_error, raise_for_upstream
+
+MIME = {
+    "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
+    "webm": "audio/webm", "m4a": "audio/mp4", "mp4": "video/mp4", "aac": "audio/aac", "aiff": "audio/aiff",
+    "amr": "audio/amr", "asf": "audio/x-ms-asf",
+}
+SPEED_RANGE = (0.7, 1.2)
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+PAUSE_S = 1.5       # a silence this long between words starts a new segment
+MAX_SEGMENT_S = 30.0
+# ISO 639-3 (what Scribe answers with) -> ISO 639-1
+ISO3 = dict(x.split(":") for x in (
+    "eng:en deu:de ger:de fra:fr fre:fr spa:es ita:it por:pt nld:nl dut:nl rus:ru ukr:uk pol:pl ces:cs cze:cs "
+    "slk:sk slo:sk hun:hu ron:ro rum:ro bul:bg hrv:hr srp:sr slv:sl ell:el gre:el tur:tr ara:ar heb:he fas:fa "
+    "per:fa urd:ur hin:hi ben:bn tam:ta tel:te mar:mr guj:gu kan:kn mal:ml pan:pa jpn:ja kor:ko zho:zh chi:zh "
+    "cmn:zh yue:zh vie:vi tha:th ind:id msa:ms may:ms fil:tl tgl:tl swe:sv dan:da nor:no nob:nb nno:nn fin:fi "
+    "est:et lav:lv lit:lt isl:is ice:is gle:ga cym:cy wel:cy cat:ca eus:eu baq:eu glg:gl afr:af swa:sw amh:am "
+    "kat:ka geo:ka hye:hy arm:hy aze:az kaz:kk uzb:uz mon:mn nep:ne sin:si khm:km lao:lo mya:my bur:my "
+    "bel:be bos:bs mkd:mk mac:mk sqi:sq alb:sq mlt:mt lat:la ltz:lb hau:ha yor:yo ibo:ig zul:zu xho:xh som:so"
+).split())
+
+
+def lang2(code: Any) -> str | None:
+    if not isinstance(code, str) or not code.strip():
+        return None
+    c = code.strip().lower().replace("_", "-").split("-")[0]
+    return ISO3.get(c, c)
+
+
+def _flag(v: Any, name: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    raise InvalidRequest(f"provider.options.elevenlabs.{name}: expected a boolean", param=f"provider.options.elevenlabs.{name}")
+
+
+def _number(v: Any, name: str, lo: float, hi: float, integer: bool = False) -> float | int:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi and (not integer or float(v).is_integer())
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        raise InvalidRequest(f"provider.options.elevenlabs.{name}: expected {kind} from {lo:g} to {hi:g}",
+                             param=f"provider.options.elevenlabs.{name}")
+    return int(v) if integer else float(v)
+
+
+def _string(v: Any, name: str) -> str:
+    if isinstance(v, str) and v.strip():
+        return v
+    raise InvalidRequest(f"provider.options.elevenlabs.{name}: expected a non-empty string",
+                         param=f"provider.options.elevenlabs.{name}")
+
+
+def build_segments(tokens: list[dict[str, Any]], diarize: bool) -> list[Segment]:
+    """Scribe's token list (type word | spacing | audio_event) -> segments of words."""
+    segments: list[Segment] = []
+    cur_words: list[Word] = []
+    cur_text: list[str] = []
+    cur_start: float | None = None
+    cur_end = 0.0
+
+    def flush() -> None:
+        nonlocal cur_words, cur_text, cur_start
+        text = "".join(cur_text).strip()
+        if text and cur_start is not None:
+            spk = cur_words[0].speaker if cur_words else None
+            segments.append(Segment(len(segments), round(cur_start, 3), round(cur_end, 3), text, words=cur_words,
+                                    speaker=spk))
+        cur_words, cur_text, cur_start = [], [], None
+
+    for t in tokens:
+        kind = t.get("type") or "word"
+        text = str(t.get("text") or "")
+        if kind == "spacing":
+            if cur_text:
+                cur_text.append(text)
+            continue
+        start = float(t.get("start") or 0.0)
+        end = max(float(t.get("end") if t.get("end") is not None else start), start)
+        spk = t.get("speaker_id") if diarize else None
+        if cur_start is not None:
+            prev_spk = cur_words[-1].speaker if cur_words else None
+            if (kind == "word" and cur_words and spk != prev_spk) or start - cur_end >= PAUSE_S \
+                    or end - cur_start > MAX_SEGMENT_S:
+                flush()
+        if cur_start is None:
+            cur_start = start
+        cur_text.append(text)
+        cur_end = end
+        if kind == "word":
+            lp = t.get("logprob")
+            prob = math.exp(float(lp)) if isinstance(lp, (int, float)) and not isinstance(lp, bool) else None
+            cur_words.append(Word(text.strip(), round(start, 3), round(end, 3), prob,
+                                  str(spk) if spk is not None else None))
+            if text.rstrip().endswith(SENTENCE_END):
+                flush()
+    flush()
+    return segments
+
+
+class ElevenLabsProvider(HTTPProvider):
+    def url(self, path: str) -> str:
+        base = self.base_url
+        if base.endswith("/v1"):
+            base = base[:-3]
+        return f"{base}/v1/{path}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"xi-api-key": self.api_key or ""}
+
+    def _error(self, resp: httpx.Response) -> GatewayError:
+        """ElevenLabs' envelope: {"detail": {"status", "message"}} or, for validation, {"detail": [{"loc", "msg"}]}."""
+        code = None
+        detail_msg = None
+        try:
+            body = resp.json()
+            detail = body.get("detail") if isinstance(body, dict) else None
+            if isinstance(detail, dict):
+                code = detail.get("status") or detail.get("code") or detail.get("type")
+            elif isinstance(detail, list) and detail and isinstance(detail[0], dict):
+                d = detail[0]
+                loc = ".".join(str(x) for x in d.get("loc") or [] if x != "body")
+                detail_msg = f"{loc}: {d.get('msg')}" if loc else str(d.get("msg"))
+        except ValueError:
+            pass
+        try:
+            raise_for_upstream(self.slug, resp)
+        except GatewayError as e:
+            if detail_msg:
+                e.message = f"{self.slug}: upstream answered {resp.status_code}: {detail_msg}"[:400]
+            if code:
+                e.metadata.setdefault("upstream_code", str(code))
+            if self.api_key and self.api_key in e.message:
+                e.message = e.message.replace(self.api_key, "***")
+            e.args = (e.message,)
+            return e
+        return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
+                             metadata={"provider_name": self.slug})
+
+    def _malformed(self, why: str) -> UpstreamError:
+        return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
+                             metadata={"provider_name": self.slug})
+
+    # ---- speech-to-text ----------------------------------------------------------------------------------
+    def stt_form(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
+                 options: dict[str, Any]) -> dict[str, Any]:
+        diarize = bool(req.extra.get("diarize"))
+        form: dict[str, Any] = {"model_id": endpoint.upstream_model, "timestamps_granularity": "word",
+                                "diarize": "true" if diarize else "false", "tag_audio_events": "false"}
+        language = options.get("language_code", req.language)
+        if language is not None:
+            form["language_code"] = _string(language, "language_code")
+        if req.temperature is not None:
+            form["temperature"] = f"{req.temperature:g}"
+        if audio.format == "pcm":
+            form["file_format"] = "pcm_s16le_16"
+        for k, v in options.items():
+            if k == "tag_audio_events":
+                form[k] = _flag(v, k)
+            elif k == "num_speakers":
+                form[k] = str(_number(v, k, 1, 32, integer=True))
+            elif k == "diarization_threshold":
+                form[k] = f"{_number(v, k, 0.1, 0.4):g}"
+            elif k == "seed":
+                form[k] = str(_number(v, k, 0, 2147483647, integer=True))
+            elif k == "keyterms":
+                if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+                    raise InvalidRequest("provider.options.elevenlabs.keyterms: expected a list of strings",
+                                         param="provider.options.elevenlabs.keyterms")
+            elif k != "language_code":
+                raise InvalidRequest(f"provider.options.elevenlabs.{k}: not a supported option for transcription",
+                                     param=f"provider.options.elevenlabs.{k}")
+        terms = list(req.extra.get("keyterms") or []) + list(options.get("keyterms") or [])
+        if terms and endpoint.upstream_model.startswith("scribe_v2"):
+            form["keyterms"] = terms
+        return form
+
+    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
+                         options: dict[str, Any]) -> Transcript:
+        if req.task != "transcribe":
+            raise InvalidRequest(f"task: {endpoint.upstream_model} does not translate", param="task")
+        form = self.stt_form(req, audio, endpoint, options)
+        fmt = audio.format or "bin"
+        name = audio_filename(audio, fmt)
+        files = {"file": (name, audio.data, MIME.get(fmt, "application/octet-stream"))}
+        try:
+            resp = await self.client.post(self.url("speech-to-text"), data=form, files=files, headers=self.auth)
+        except httpx.HTTPError as e:
+            raise map_transport_error(self.slug, e) from None
+        if not resp.is_success:
+            raise self._error(resp)
+        try:
+            return self.parse(resp.json(), diarize=bool(req.extra.get("diarize")), fallback_language=req.language)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise self._malformed(f"{e.__class__.__name__}: {e}") from None
+
+    @staticmethod
+    def parse(body: dict[str, Any], *, diarize: bool, fallback_language: str | None = None) -> Transcript:
+        if "transcripts" in body and "text" not in body:  # multichannel answer: take the first channel
+            body = body["transcripts"][0]
+        text = body["text"]
+        if not isinstance(text, str):
+            raise TypeError("text is not a string")
+        tokens = [t for t in body.get("words") or [] if isinstance(t, dict)]
+        segments = build_segments(tokens, diarize)
+        if not segments and text.strip():
+            segments = [Segment(0, 0.0, float(body.get("audio_duration_secs") or 0.0), text.strip())]
+        return Transcript(text=text.strip(), language=lang2(body.get("language_code")) or fallback_language,
+                          segments=segments)
+
+    # ---- text-to-speech ----------------------------------------------------------------------------------
+    def tts_body(self, req: SpeechRequest, endpoint, options: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": req.input, "model_id": endpoint.upstream_model}
+        settings: dict[str, Any] = {}
+        if req.speed != 1.0:
+            lo, hi = SPEED_RANGE
+            if not lo <= req.speed <= hi:
+                raise InvalidRequest(f"speed: {req.speed:g} is outside what ElevenLabs voices can do ({lo} to {hi})",
+                                     param="speed", metadata={"provider_name": self.slug, "min": lo, "max": hi})
+            settings["speed"] = req.speed
+        for k, v in options.items():
+            if k in ("stability", "similarity_boost", "style"):
+                settings[k] = _number(v, k, 0.0, 1.0)
+            elif k == "use_speaker_boost":
+                settings[k] = v if isinstance(v, bool) else _flag(v, k)
+            elif k == "language_code":
+                body[k] = _string(v, k)
+            elif k == "seed":
+                body[k] = _number(v, k, 0, 4294967295, integer=True)
+            elif k == "apply_text_normalization":
+                if v not in ("auto", "on", "off"):
+                    raise InvalidRequest("provider.options.elevenlabs.apply_text_normalization: use auto, on or off",
+                                         param="provider.options.elevenlabs.apply_text_normalization")
+                body[k] = v
+            else:
+                raise InvalidRequest(f"provider.options.elevenlabs.{k}: not a supported option for speech",
+                                     param=f"provider.options.elevenlabs.{k}")
+        if settings:
+            body["voice_settings"] = settings
+        return body
+
+    async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
+        body = self.tts_body(req, endpoint, options)
+        if req.response_format == "mp3":
+            output_format, encoding, rate = "mp3_44100_128", "mp3", 44100
+        else:
+            output_format, encoding, rate = "pcm_24000", "pcm", 24000
+        url = self.url(f"text-to-speech/{quote(voice, safe='')}/stream")
+        request = self.client.build_request("POST", url, params={"output_format": output_format}, json=body,
+                                            headers=self.auth)
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise map_transport_error(self.slug, e) from None
+        if not resp.is_success:
+            try:
+                await resp.aread()
+            except httpx.HTTPError as e:
+                raise map_transport_error(self.slug, e) from None
+            finally:
+                await resp.aclose()
+            raise self._error(resp)
+        ctype = resp.headers.get("content-type", "").lower()
+        if not (ctype.startswith("audio/") or ctype.startswith("application/octet-stream")):
+            await resp.aclose()
+            raise self._malformed(f"expected audio, got Content-Type {ctype or 'none'!r}")
+
+        async def chunks():
+            total = 0
+            try:
+                async for b in resp.aiter_bytes():
+                    if b:
+                        total += len(b)
+                        yield b
+            except httpx.HTTPError as e:
+                raise map_transport_error(self.slug, e) from None
+            finally:
+                await resp.aclose()
+            if total == 0:
+                raise self._malformed("empty audio")
+
+        return SpeechStream(chunks(), encoding, rate)
+
+
+def audio_filename(audio: PreparedAudio, fmt: str) -> str:
+    return f"audio.{'raw' if fmt == 'pcm' else fmt}"

@@ -1,0 +1,356 @@
+"""A shared base for upstreams that speak OpenAI's audio API, and the generic `openai_compatible` adapter
+(vLLM, Speaches, LocalAI, another audiorouter node...).
+
+Wire protocol (https://platform.openai.com/docs/api-reference/audio):
+- POST {base}/audio/transcriptions and {base}/audio/translations: multipart/form-data with `file` (the
+  filename's extension names the container), `model`, `language` (transcriptions only), `prompt`,
+  `temperature`, `response_format` and repeated `timestamp_granularities[]`. We always ask for JSON
+  (`verbose_json` where the endpoint supports it, to get language, duration, segments and words) and render
+  text/srt/vtt ourselves from the neutral transcript.
+- POST {base}/audio/speech: JSON {model, input, voice, response_format, speed, instructions}; the answer is
+  the audio bytes, streamed. Raw `pcm` is 16-bit little-endian mono at 24 kHz.
+- Auth: `Authorization: Bearer <key>`. Errors: {"error": {"message", "type", "param", "code"}}.
+
+Subclasses are short declarations: paths, which response formats the upstream takes, whether a key is
+required, and overrides of the few methods whose wire shape differs."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, AsyncIterator, Iterable
+
+import httpx
+
+from ..audio import convert
+from ..core.errors import GatewayError, InvalidRequest, UpstreamError
+from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
+from .base import PreparedAudio, SpeechStream
+from .http import HTTPProvider, map_transport_error, raise_for_upstream
+
+# Whisper's language names (as OpenAI's verbose_json reports them) -> ISO-639-1, so the neutral transcript
+# always carries a code.
+LANGUAGE_CODES = {
+    "english": "en", "chinese": "zh", "german": "de", "spanish": "es", "russian": "ru", "korean": "ko",
+    "french": "fr", "japanese": "ja", "portuguese": "pt", "turkish": "tr", "polish": "pl", "catalan": "ca",
+    "dutch": "nl", "arabic": "ar", "swedish": "sv", "italian": "it", "indonesian": "id", "hindi": "hi",
+    "finnish": "fi", "vietnamese": "vi", "hebrew": "he", "ukrainian": "uk", "greek": "el", "malay": "ms",
+    "czech": "cs", "romanian": "ro", "danish": "da", "hungarian": "hu", "tamil": "ta", "norwegian": "no",
+    "thai": "th", "urdu": "ur", "croatian": "hr", "bulgarian": "bg", "lithuanian": "lt", "latin": "la",
+    "maori": "mi", "malayalam": "ml", "welsh": "cy", "slovak": "sk", "telugu": "te", "persian": "fa",
+    "latvian": "lv", "bengali": "bn", "serbian": "sr", "azerbaijani": "az", "slovenian": "sl", "kannada": "kn",
+    "estonian": "et", "macedonian": "mk", "breton": "br", "basque": "eu", "icelandic": "is", "armenian": "hy",
+    "nepali": "ne", "mongolian": "mn", "bosnian": "bs", "kazakh": "kk", "albanian": "sq", "swahili": "sw",
+    "galician": "gl", "marathi": "mr", "punjabi": "pa", "sinhala": "si", "khmer": "km", "shona": "sn",
+    "yoruba": "yo", "somali": "so", "afrikaans": "af", "occitan": "oc", "georgian": "ka", "belarusian": "be",
+    "tajik": "tg", "sindhi": "sd", "gujarati": "gu", "amharic": "am", "yiddish": "yi", "lao": "lo",
+    "uzbek": "uz", "faroese": "fo", "haitian creole": "ht", "pashto": "ps", "turkmen": "tk", "nynorsk": "nn",
+    "maltese": "mt", "sanskrit": "sa", "luxembourgish": "lb", "myanmar": "my", "tibetan": "bo",
+    "tagalog": "tl", "malagasy": "mg", "assamese": "as", "tatar": "tt", "hawaiian": "haw", "lingala": "ln",
+    "hausa": "ha", "bashkir": "ba", "javanese": "jw", "sundanese": "su", "cantonese": "yue",
+}
+_RATE_PARAM = re.compile(r"rate=(\d+)")
+
+
+def language_code(v: Any) -> str | None:
+    if not isinstance(v, str) or not v.strip():
+        return None
+    s = v.strip().lower()
+    return LANGUAGE_CODES.get(s, s.split("-")[0] if len(s) <= 8 else s)
+
+
+def malformed(provider: str, what: str) -> UpstreamError:
+    """An upstream answered 2xx with something we cannot use: retryable, another attempt may be fine."""
+    return UpstreamError(f"{provider}: malformed upstream reply ({what})", retryable=True,
+                         metadata={"provider_name": provider, "reason": "malformed_reply"})
+
+
+def _num(d: dict, key: str, provider: str, *, required: bool = False, default: float = 0.0) -> float:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise malformed(provider, f"missing {key}")
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise malformed(provider, f"{key} is not a number")
+    return float(v)
+
+
+def parse_words(items: Any, provider: str) -> list[Word]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise malformed(provider, "words is not a list")
+    out = []
+    for w in items:
+        if not isinstance(w, dict):
+            raise malformed(provider, "a word is not an object")
+        text = w.get("word", w.get("text"))
+        if not isinstance(text, str):
+            raise malformed(provider, "a word has no text")
+        prob = w.get("probability", w.get("confidence"))
+        speaker = w.get("speaker", w.get("speaker_id", w.get("speaker_label")))
+        out.append(Word(text.strip(), round(_num(w, "start", provider, required=True), 3),
+                        round(_num(w, "end", provider, required=True), 3),
+                        float(prob) if isinstance(prob, (int, float)) and not isinstance(prob, bool) else None,
+                        str(speaker) if speaker is not None else None))
+    return out
+
+
+def parse_segments(items: Any, provider: str) -> list[Segment]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise malformed(provider, "segments is not a list")
+    out = []
+    for i, s in enumerate(items):
+        if not isinstance(s, dict) or not isinstance(s.get("text"), str):
+            raise malformed(provider, "a segment has no text")
+        tokens = s.get("tokens") or []
+        speaker = s.get("speaker", s.get("speaker_id", s.get("speaker_label")))
+        out.append(Segment(
+            id=int(s["id"]) if isinstance(s.get("id"), int) else i,
+            start=round(_num(s, "start", provider, required=True), 3),
+            end=round(_num(s, "end", provider, required=True), 3),
+            text=s["text"], seek=int(_num(s, "seek", provider)),
+            tokens=[int(t) for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else [],
+            temperature=_num(s, "temperature", provider), avg_logprob=_num(s, "avg_logprob", provider),
+            compression_ratio=_num(s, "compression_ratio", provider),
+            no_speech_prob=_num(s, "no_speech_prob", provider),
+            speaker=str(speaker) if speaker is not None else None))
+    return out
+
+
+def attach_words(segments: list[Segment], words: list[Word], text: str) -> list[Segment]:
+    """Top-level words (OpenAI's shape) into the segments they fall in; one segment when there are none."""
+    if not words:
+        return segments
+    if not segments:
+        return [Segment(id=0, start=words[0].start, end=words[-1].end, text=text, words=list(words))]
+    j = 0
+    for w in words:
+        mid = (w.start + w.end) / 2
+        while j + 1 < len(segments) and mid >= segments[j + 1].start:
+            j += 1
+        segments[j].words.append(w)
+    return segments
+
+
+def parse_openai_transcript(body: Any, task: str, provider: str) -> Transcript:
+    if not isinstance(body, dict):
+        raise malformed(provider, "the body is not a JSON object")
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise malformed(provider, "no text field")
+    segments = attach_words(parse_segments(body.get("segments"), provider),
+                            parse_words(body.get("words"), provider), text.strip())
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    tin = usage.get("input_tokens")
+    tout = usage.get("output_tokens")
+    duration = body.get("duration")
+    if duration is None and isinstance(usage.get("seconds"), (int, float)) and usage.get("type") == "duration":
+        duration = usage["seconds"]
+    return Transcript(
+        text=text.strip(), language=language_code(body.get("language")),
+        duration=float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
+        segments=segments, task=body["task"] if body.get("task") in ("transcribe", "translate") else task,  # type: ignore[arg-type]
+        input_tokens=tin if isinstance(tin, int) else None, output_tokens=tout if isinstance(tout, int) else None)
+
+
+def form_value(v: Any) -> Any:
+    """A JSON option value as multipart form value(s)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str)):
+        return str(v)
+    if isinstance(v, list):
+        return [form_value(x) for x in v]
+    return json.dumps(v)
+
+
+def pcm_rate(content_type: str, default: int) -> int:
+    m = _RATE_PARAM.search(content_type or "")
+    return int(m.group(1)) if m else default
+
+
+class OpenAICompatibleProvider(HTTPProvider):
+    """The generic adapter: any server with OpenAI's audio routes at `base_url` (e.g. http://host:8000/v1).
+    A key is optional (`api_key` / `api_key_env` in the catalog); naming an env var that is unset makes the
+    provider unavailable, since that is a key the operator meant to give."""
+
+    key_required = False
+    transcription_path = "/audio/transcriptions"
+    translation_path = "/audio/translations"
+    speech_path = "/audio/speech"
+    # response_format values the upstream accepts (we only ever request json or verbose_json)
+    upstream_formats: tuple[str, ...] = ("json", "verbose_json", "text", "srt", "vtt")
+    granularity_field = "timestamp_granularities[]"
+    speech_pcm_rate = 24000
+    default_input_formats: tuple[str, ...] | None = None  # used when the catalog endpoint lists none
+    reserved_options = frozenset({"file", "model"})
+
+    # ---- availability, auth, errors ---------------------------------------------------------------
+    def available(self) -> bool:
+        if not self.base_url:
+            return False
+        if self.api_key:
+            return True
+        return not self.key_required and not self.spec.api_key_env
+
+    def headers(self) -> dict[str, str]:
+        h = {str(k): str(v) for k, v in (self.spec.options.get("headers") or {}).items()}
+        key = self.api_key
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def scrub(self, text: str) -> str:
+        key = self.api_key
+        if key and len(key) >= 4 and key in text:
+            text = text.replace(key, "***")
+        return text
+
+    def _scrubbed(self, e: GatewayError) -> GatewayError:
+        e.message = self.scrub(e.message)
+        e.args = (e.message,)
+        if isinstance(e, UpstreamError) and e.retry_after is not None:
+            e.headers.setdefault("Retry-After", str(int(round(e.retry_after))))
+        return e
+
+    def check(self, resp: httpx.Response) -> None:
+        try:
+            raise_for_upstream(self.slug, resp)
+        except GatewayError as e:
+            raise self._scrubbed(e) from None
+
+    def transport_error(self, e: httpx.HTTPError) -> UpstreamError:
+        return self._scrubbed(map_transport_error(self.slug, e))  # type: ignore[return-value]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def post(self, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = await self.client.post(self.url(path), headers=self.headers(), **kw)
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        self.check(resp)
+        return resp
+
+    async def open_stream(self, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        """POST and return the response with its body unread (streaming); non-2xx raise here."""
+        request = self.client.build_request("POST", self.url(path), headers={**self.headers(), **(headers or {})},
+                                            **kw)
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        if not resp.is_success:
+            try:
+                await resp.aread()
+            except httpx.HTTPError:
+                pass
+            finally:
+                await resp.aclose()
+            self.check(resp)
+        return resp
+
+    def json_body(self, resp: httpx.Response) -> Any:
+        try:
+            return resp.json()
+        except (ValueError, UnicodeDecodeError):
+            raise malformed(self.slug, f"not JSON: {self.scrub(resp.text[:80])!r}") from None
+
+    def options_for(self, options: dict[str, Any]) -> dict[str, Any]:
+        for k in options:
+            if k in self.reserved_options:
+                raise InvalidRequest(f"provider.options.{self.slug}.{k}: this field is set by the gateway and "
+                                     "cannot be passed through", param=f"provider.options.{self.slug}.{k}")
+        return options
+
+    # ---- transcription ----------------------------------------------------------------------------
+    async def upload(self, audio: PreparedAudio, endpoint) -> convert.Upload:
+        formats = endpoint.input_formats if endpoint.input_formats is not None else self.default_input_formats
+        return await convert.for_endpoint(audio, formats, endpoint.limits.max_bytes, field="audio",
+                                          provider=self.slug)
+
+    def response_format_for(self, endpoint) -> str:
+        if endpoint.capabilities.verbose_json and "verbose_json" in self.upstream_formats:
+            return "verbose_json"
+        return "json"
+
+    def transcription_fields(self, req: TranscriptionRequest, endpoint, options: dict[str, Any]) -> dict[str, Any]:
+        caps = endpoint.capabilities
+        fmt = self.response_format_for(endpoint)
+        fields: dict[str, Any] = {"model": endpoint.upstream_model, "response_format": fmt}
+        if req.language and req.task == "transcribe" and caps.language:
+            fields["language"] = req.language
+        if req.prompt and caps.prompt:
+            fields["prompt"] = req.prompt
+        if req.temperature is not None and caps.temperature:
+            fields["temperature"] = form_value(req.temperature)
+        if fmt == "verbose_json" and req.want_words and caps.word_timestamps:
+            fields[self.granularity_field] = ["word", "segment"]
+        for k, v in self.options_for(options).items():
+            fields[k] = form_value(v)
+        return fields
+
+    def parse_transcription(self, resp: httpx.Response, req: TranscriptionRequest, endpoint) -> Transcript:
+        return parse_openai_transcript(self.json_body(resp), req.task, self.slug)
+
+    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
+                         options: dict[str, Any]) -> Transcript:
+        up = await self.upload(audio, endpoint)
+        fields = self.transcription_fields(req, endpoint, options)
+        path = self.translation_path if req.task == "translate" else self.transcription_path
+        resp = await self.post(path, data=fields, files={"file": (up.filename, up.data, up.mime)})
+        return self.parse_transcription(resp, req, endpoint)
+
+    # ---- speech -----------------------------------------------------------------------------------
+    @staticmethod
+    def native_format(requested: str, output_formats: Iterable[str] | None) -> str:
+        """What to ask the upstream for: the requested format when it makes it, else raw PCM (which we
+        re-encode as it streams), else whatever it makes (decoded and re-encoded once complete)."""
+        outs = list(output_formats or [])
+        if not outs or requested in outs:
+            return requested
+        if "pcm" in outs:
+            return "pcm"
+        return outs[0]
+
+    def speech_body(self, req: SpeechRequest, endpoint, voice: str, fmt: str, options: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": endpoint.upstream_model, "input": req.input, "voice": voice,
+                                "response_format": fmt}
+        if req.speed != 1.0:
+            body["speed"] = req.speed
+        if req.instructions and endpoint.capabilities.instructions:
+            body["instructions"] = req.instructions
+        body.update(self.options_for(options))
+        return body
+
+    async def byte_chunks(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        got = False
+        try:
+            async for chunk in resp.aiter_bytes():
+                if chunk:
+                    got = True
+                    yield chunk
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        finally:
+            await resp.aclose()
+        if not got:
+            raise malformed(self.slug, "empty audio body")
+
+    async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
+        fmt = self.native_format(req.response_format, endpoint.output_formats)
+        resp = await self.open_stream(self.speech_path, json=self.speech_body(req, endpoint, voice, fmt, options))
+        ctype = resp.headers.get("content-type", "").lower()
+        if ctype.startswith(("application/json", "text/")):
+            try:
+                text = (await resp.aread()).decode("utf-8", "replace")
+            except httpx.HTTPError as e:
+                raise self.transport_error(e) from None
+            finally:
+                await resp.aclose()
+            raise malformed(self.slug, f"expected audio, got {ctype or 'no content type'}: {self.scrub(text[:120])!r}")
+        return SpeechStream(self.byte_chunks(resp), fmt, pcm_rate(ctype, self.speech_pcm_rate))

@@ -1,0 +1,117 @@
+"""Provider keys of the caller's own (BYOK), shaped like OpenRouter's /byok API. Each is encrypted at rest
+and may be restricted to some API keys (allowed_api_key_hashes) and models (allowed_models)."""
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from .crypto import Vault
+from .db import Database
+from .keys import iso
+from .models import ByokKey, utcnow
+
+log = logging.getLogger("audiorouter.byok")
+
+
+def mask(secret: str) -> str:
+    s = secret.strip()
+    if len(s) <= 8:
+        return "*" * len(s)
+    return f"{s[:4]}...{s[-4:]}"
+
+
+class ByokStore:
+    def __init__(self, db: Database, vault: Vault):
+        self.db = db
+        self.vault = vault
+
+    async def create(self, *, provider: str, key: str, name: str | None, allowed_api_key_hashes: list[str] | None,
+                     allowed_models: list[str] | None, disabled: bool, is_fallback: bool) -> ByokKey:
+        now = utcnow()
+        async with self.db.sessions() as s, s.begin():
+            order = await s.scalar(select(func.count()).select_from(ByokKey).where(ByokKey.provider == provider))
+            row = ByokKey(id=secrets.token_hex(16), provider=provider, name=name, label=mask(key),
+                          encrypted_key=self.vault.encrypt(key), allowed_api_key_hashes=allowed_api_key_hashes,
+                          allowed_models=allowed_models, disabled=disabled, is_fallback=is_fallback,
+                          sort_order=int(order or 0), created_at=now, updated_at=None)
+            s.add(row)
+        return row
+
+    async def list(self, *, offset: int, limit: int, provider: str | None) -> tuple[list[ByokKey], int]:
+        q = select(ByokKey)
+        c = select(func.count()).select_from(ByokKey)
+        if provider:
+            q, c = q.where(ByokKey.provider == provider), c.where(ByokKey.provider == provider)
+        async with self.db.sessions() as s:
+            rows = list((await s.scalars(q.order_by(ByokKey.provider, ByokKey.sort_order, ByokKey.created_at)
+                                         .offset(offset).limit(limit))).all())
+            total = int(await s.scalar(c) or 0)
+        return rows, total
+
+    async def get(self, byok_id: str) -> ByokKey | None:
+        async with self.db.sessions() as s:
+            return await s.get(ByokKey, byok_id)
+
+    async def update(self, byok_id: str, changes: dict[str, Any]) -> ByokKey | None:
+        values = dict(changes)
+        if "key" in values:
+            secret = values.pop("key")
+            values["encrypted_key"] = self.vault.encrypt(secret)
+            values["label"] = mask(secret)
+        values["updated_at"] = utcnow()
+        async with self.db.sessions() as s, s.begin():
+            res = await s.execute(update(ByokKey).where(ByokKey.id == byok_id).values(**values))
+            if not res.rowcount:
+                return None
+        return await self.get(byok_id)
+
+    async def delete(self, byok_id: str) -> bool:
+        async with self.db.sessions() as s, s.begin():
+            return (await s.execute(delete(ByokKey).where(ByokKey.id == byok_id))).rowcount > 0
+
+    async def keys_for(self, key_hash: str | None, models: list[str]) -> dict[str, str]:
+        """provider slug -> plaintext key usable by this API key for these models (first in sort order;
+        a non-fallback key before a fallback one)."""
+        async with self.db.sessions() as s:
+            rows = list((await s.scalars(select(ByokKey).where(ByokKey.disabled.is_(False))
+                                         .order_by(ByokKey.is_fallback, ByokKey.sort_order, ByokKey.created_at))).all())
+        out: dict[str, str] = {}
+        for r in rows:
+            if r.provider in out:
+                continue
+            if r.allowed_api_key_hashes is not None and key_hash not in r.allowed_api_key_hashes:
+                continue
+            if r.allowed_models is not None and not any(m in r.allowed_models for m in models):
+                continue
+            plain = self.vault.decrypt(r.encrypted_key)
+            if plain is None:
+                log.warning("BYOK key %s (%s) cannot be decrypted with the configured secret; skipped", r.id, r.provider)
+                continue
+            out[r.provider] = plain
+        return out
+
+
+def byok_data(r: ByokKey) -> dict[str, Any]:
+    """OpenRouter's BYOKKey shape (the key itself is never returned)."""
+    return {
+        "id": r.id,
+        "provider": r.provider,
+        "name": r.name,
+        "label": r.label,
+        "disabled": r.disabled,
+        "is_fallback": r.is_fallback,
+        "is_byok_only": False,
+        "is_required": False,
+        "sort_order": r.sort_order,
+        "allowed_api_key_hashes": r.allowed_api_key_hashes,
+        "allowed_models": r.allowed_models,
+        "allowed_user_ids": None,
+        "declared_region": None,
+        "declared_zdr": None,
+        "workspace_id": "default",
+        "created_at": iso(r.created_at),
+        "updated_at": iso(r.updated_at),
+    }

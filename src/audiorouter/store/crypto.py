@@ -1,0 +1,71 @@
+"""Encryption at rest for provider keys (BYOK): Fernet (AES-128-CBC + HMAC-SHA256). The key material comes
+from AUDIOROUTER_SECRET_KEY, else the file named by AUDIOROUTER_SECRET_KEY_FILE; with the default SQLite
+store a random one is created once in the data dir (mode 0600). Replicas must share it."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+class SecretUnavailable(RuntimeError):
+    pass
+
+
+def _fernet_from(secret: str) -> Fernet:
+    s = secret.strip()
+    try:
+        if len(base64.urlsafe_b64decode(s.encode())) == 32:
+            return Fernet(s.encode())
+    except (ValueError, TypeError):
+        pass
+    # any other passphrase: derive a Fernet key from it
+    digest = hashlib.sha256(b"audiorouter/byok/v1\0" + s.encode("utf-8")).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def load_secret(settings: Any, *, may_create: bool) -> Fernet | None:
+    if settings.secret_key is not None and settings.secret_key.get_secret_value().strip():
+        return _fernet_from(settings.secret_key.get_secret_value())
+    path: Path | None = settings.secret_key_file
+    if path is not None:
+        try:
+            return _fernet_from(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise SecretUnavailable(f"AUDIOROUTER_SECRET_KEY_FILE: cannot read {path}: {e.strerror}") from None
+    if not may_create:
+        return None
+    path = Path(settings.data_dir) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(Fernet.generate_key().decode())
+    return _fernet_from(path.read_text(encoding="utf-8"))
+
+
+class Vault:
+    def __init__(self, fernet: Fernet | None):
+        self.fernet = fernet
+
+    @property
+    def ready(self) -> bool:
+        return self.fernet is not None
+
+    def encrypt(self, plaintext: str) -> str:
+        if self.fernet is None:
+            raise SecretUnavailable("storing provider keys needs AUDIOROUTER_SECRET_KEY or AUDIOROUTER_SECRET_KEY_FILE "
+                                    "(the same on every replica)")
+        return self.fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str | None:
+        if self.fernet is None:
+            return None
+        try:
+            return self.fernet.decrypt(token.encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            return None

@@ -1,0 +1,109 @@
+"""The Store: database, migrations, keys, ledger, BYOK vault and limits, started and stopped with the app."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from typing import Any
+
+from .byok import ByokStore
+from .crypto import Vault, load_secret
+from .db import Database, StoreConfigError, database_url, safe_url
+from .keys import KeyStore
+from .ledger import Ledger
+from .limits import Limits, MemoryLimits, RedisLimits
+
+log = logging.getLogger("audiorouter.store")
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return True
+    h = host.strip("[]")
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+class Store:
+    def __init__(self, settings: Any):
+        self.settings = settings
+        try:
+            self.url = database_url(settings)
+        except StoreConfigError as e:  # reported by start(), as one line
+            self.config_error: StoreConfigError | None = e
+            self.url = "sqlite+aiosqlite://"
+        else:
+            self.config_error = None
+        self.db = Database(self.url)
+        self.keys = KeyStore(self.db)
+        self.ledger = Ledger(self.db, settings.reservation_ttl_s)
+        self.vault = Vault(None)
+        self.byok = ByokStore(self.db, self.vault)
+        self.limits: Limits = MemoryLimits()
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self, *, check_bind: bool = True) -> None:
+        s = self.settings
+        if self.config_error is not None:
+            raise self.config_error
+        if s.migrate_on_start:
+            try:
+                await self.db.upgrade()
+            except Exception as e:
+                raise StoreConfigError(f"database {safe_url(self.url)}: migration failed: "
+                                       f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+        self.vault.fernet = load_secret(s, may_create=self.db.is_sqlite)
+        if s.management_key is not None and s.management_key.get_secret_value().strip():
+            await self.keys.ensure_bootstrap(s.management_key.get_secret_value().strip())
+        if s.redis_url:
+            limits = RedisLimits(s.redis_url, s.redis_prefix)
+            try:
+                await limits.ping()
+            except Exception as e:
+                await limits.close()
+                raise StoreConfigError(f"AUDIOROUTER_REDIS_URL: cannot reach Redis ({type(e).__name__})") from None
+            self.limits = limits
+        elif not self.db.is_sqlite:
+            log.warning("PostgreSQL without AUDIOROUTER_REDIS_URL: spend limits are shared by all replicas, "
+                        "but request-rate and concurrency limits are per process")
+        if check_bind:
+            await self.check_bind()
+        with contextlib.suppress(Exception):
+            await self.ledger.sweep()
+        self._sweeper = asyncio.create_task(self._sweep_loop())
+
+    async def auth_required(self) -> bool:
+        return bool(self.settings.require_auth) or await self.keys.auth_enabled()
+
+    async def check_bind(self) -> None:
+        s = self.settings
+        if is_loopback(s.host) or s.insecure_no_auth or await self.auth_required():
+            return
+        raise StoreConfigError(
+            f"refusing to serve {s.host} without authentication: create a key (`audiorouter keys create "
+            "--management`), set AUDIOROUTER_MANAGEMENT_KEY or AUDIOROUTER_REQUIRE_AUTH=true, or pass "
+            "--insecure-no-auth (AUDIOROUTER_INSECURE_NO_AUTH=true) to serve without keys")
+
+    async def _sweep_loop(self) -> None:
+        period = max(5.0, min(60.0, self.settings.reservation_ttl_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.ledger.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a database hiccup must not kill the loop
+                log.warning("ledger sweep failed: %s", type(e).__name__)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
+        await self.limits.close()
+        await self.db.close()

@@ -1,0 +1,240 @@
+"""Long audio: server-side chunking at silences and stitching (routing/longform.py, audio/chunking.py).
+
+A file of >= 4 minutes is built from dev clips with exact references and sent to servers whose chunk limit
+is deliberately small, so it is cut into many chunks. Checked: accuracy (pooled WER within 1 point of the
+same clips transcribed one by one), timestamps (monotonic, inside the file, words too), every response
+format (json, verbose_json, text, srt, vtt), multipart and JSON input, and the same orchestration against
+an upstream provider (a fake OpenAI) whose catalog limit forces chunks: each chunk within the limit, the
+previous chunk's text sent as prompt, results stitched with offsets."""
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from audio_factory import load_clip, make_audio
+from conftest import DEV_AUDIO, ServerProcess
+from fakes.harness import b64, gateway_env, write_catalog
+from fakes.openai_fake import OpenAIFake
+from fakes.runner import probe
+from wer import wer
+
+CHUNK_SECONDS = 40  # deliberately small: a 4+ minute file becomes 7+ chunks
+GAP_S = 0.6
+MIN_TOTAL_S = 245.0
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[dict]:
+    """English clips with exact references, shortest-named first, until >= MIN_TOTAL_S of speech."""
+    with open(DEV_AUDIO / "manifest.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    good = [r for r in rows if r.get("reference_quality") == "exact" and r.get("language") == "en"
+            and r.get("text") and not r["file"].startswith("long_concat") and r["duration_s"] <= 35]
+    good.sort(key=lambda r: r["file"])
+    out, total = [], 0.0
+    for r in good:
+        out.append(r)
+        total += r["duration_s"] + GAP_S
+        if total >= MIN_TOTAL_S:
+            break
+    assert total >= MIN_TOTAL_S, f"only {total:.0f} s of exact English clips"
+    return out
+
+
+@pytest.fixture(scope="module")
+def long_file(clips) -> dict:
+    """The clips joined with short silences, as one 16 kHz FLAC; and where each clip lies."""
+    parts, spans, t = [], [], 0.0
+    gap = np.zeros(int(GAP_S * 16000), np.float32)
+    for r in clips:
+        s = load_clip(r["file"])
+        parts += [s, gap]
+        spans.append((t, t + len(s) / 16000))
+        t += (len(s) + len(gap)) / 16000
+    samples = np.concatenate(parts)
+    return {"data": make_audio(samples, "flac"), "duration": len(samples) / 16000, "spans": spans,
+            "refs": [r["text"] for r in clips]}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("longform")
+    s = ServerProcess(env={"AUDIOROUTER_CHUNK_SECONDS": str(CHUNK_SECONDS),
+                           "AUDIOROUTER_CACHE_PATH": str(tmp / "transcripts.db"),
+                           "AUDIOROUTER_DATA_DIR": str(tmp / "data")}, tmp=tmp).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(gw):
+    with httpx.Client(base_url=gw.url, timeout=900) as c:
+        yield c
+
+
+def post_json(client, data: bytes, fmt: str = "flac", **extra) -> httpx.Response:
+    return client.post("/api/v1/audio/transcriptions",
+                       json={"model": "local/whisper-base", "input_audio": {"data": b64(data), "format": fmt}, **extra})
+
+
+def assert_monotonic_within(items: list[dict], duration: float, what: str) -> None:
+    prev = 0.0
+    for x in items:
+        assert 0.0 <= x["start"] <= x["end"] <= duration + 1e-3, f"{what} outside the file: {x}"
+        assert x["start"] >= prev - 1e-3, f"{what} starts go backwards at {x}"
+        prev = x["start"]
+
+
+def test_chunked_wer_matches_clip_by_clip(client, long_file, clips):
+    r = post_json(client, long_file["data"])
+    assert r.status_code == 200, r.text
+    assert int(r.headers["x-chunks"]) >= 5, r.headers
+    assert abs(float(r.headers["x-audio-duration"]) - long_file["duration"]) < 0.05
+    body = r.json()
+    assert abs(body["usage"]["seconds"] - long_file["duration"]) < 0.05
+    chunked = wer([" ".join(long_file["refs"])], [body["text"]])
+
+    hyps = []
+    for c in clips:
+        rc = post_json(client, (DEV_AUDIO / c["file"]).read_bytes(), c["file"].rsplit(".", 1)[-1])
+        assert rc.status_code == 200, rc.text
+        hyps.append(rc.json()["text"])
+    one_by_one = wer(long_file["refs"], hyps)
+    print(f"pooled WER: chunked {chunked.wer:.4f}, clip by clip {one_by_one.wer:.4f}")
+    assert chunked.wer <= one_by_one.wer + 0.01, (chunked, one_by_one)
+
+
+def test_chunked_timestamps_words_and_segments(client, long_file):
+    r = post_json(client, long_file["data"], response_format="verbose_json",
+                  timestamp_granularities=["word", "segment"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    dur = long_file["duration"]
+    assert abs(body["duration"] - dur) < 0.05
+    segs, words = body["segments"], body["words"]
+    assert len(segs) >= int(r.headers["x-chunks"])
+    assert [s["id"] for s in segs] == list(range(len(segs)))
+    assert_monotonic_within(segs, dur, "segment")
+    assert_monotonic_within(words, dur, "word")
+    # speech is found throughout the file, not only in the first chunk
+    assert words[-1]["end"] > dur - 20 and segs[0]["start"] < 5
+    # every clip has words inside its span (nothing lost at the seams)
+    for a, b in long_file["spans"]:
+        if b - a > 2.0:
+            assert any(a - 0.5 <= w["start"] <= b + 0.5 for w in words), f"no words in {a:.1f}-{b:.1f} s"
+    joined = " ".join(w["word"] for w in words)
+    assert wer([body["text"]], [joined]).wer < 0.05  # the words are the text
+
+
+SRT_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)$")
+
+
+def parse_cues(text: str) -> list[tuple[float, float, list[str]]]:
+    cues = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = [x for x in block.splitlines() if x.strip()]
+        for i, line in enumerate(lines):
+            m = SRT_TIME.match(line.strip())
+            if m:
+                g = [int(x) for x in m.groups()]
+                start = g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000
+                end = g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000
+                cues.append((start, end, lines[i + 1:]))
+                break
+    return cues
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_chunked_subtitles(client, long_file, fmt):
+    r = post_json(client, long_file["data"], response_format=fmt)
+    assert r.status_code == 200, r.text
+    text = r.text
+    if fmt == "vtt":
+        assert text.startswith("WEBVTT")
+    cues = parse_cues(text)
+    assert len(cues) > 20
+    prev_end = 0.0
+    for start, end, lines in cues:
+        assert start >= prev_end - 1e-3 and end >= start and end <= long_file["duration"] + 1e-3
+        assert end - start <= 7.5, (start, end, lines)
+        assert 1 <= len(lines) <= 2, lines
+        assert all(len(x) <= 42 or " " not in x for x in lines), lines
+        prev_end = end
+    assert cues[-1][1] > long_file["duration"] - 25
+
+
+def test_chunked_multipart_text_with_openai_sdk(gw, long_file):
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-unused", timeout=900)
+    out = client.audio.transcriptions.create(model="local/whisper-base", response_format="text",
+                                             file=("long.flac", io.BytesIO(long_file["data"]), "audio/flac"))
+    text = out if isinstance(out, str) else out.text
+    assert wer([" ".join(long_file["refs"])], [text]).wer < 0.25
+
+
+# ---- upstream providers: the same chunking against a fake OpenAI --------------------------------------
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    fake = OpenAIFake().start()
+    tmp = tmp_path_factory.mktemp("longform-upstream")
+    providers = {"openai": {"name": "OpenAI", "adapter": "openai", "base_url": fake.base_url,
+                            "api_key_env": "OPENAI_API_KEY"}}
+    models = [{"id": "test/whisper-30s", "name": "Whisper with a 30 s limit", "kind": "transcription",
+               "endpoints": [{"provider": "openai", "upstream_model": "whisper-1", "pricing": {"per_minute": 0.006},
+                              "limits": {"max_seconds": 30},
+                              "capabilities": {"prompt": True, "word_timestamps": True}}]}]
+    cat = write_catalog(tmp / "catalog.yaml", providers, models)
+    env = gateway_env(cat, tmp, OPENAI_API_KEY=fake.api_key, AUDIOROUTER_RETRY_ATTEMPTS="1")
+    s = ServerProcess(env=env, tmp=tmp).start()
+    yield s, fake
+    s.stop()
+    fake.stop()
+
+
+def test_upstream_chunks_fit_limit_and_carry_context(upstream, long_file):
+    gw, fake = upstream
+    fake.clear()
+    n = int(100 * 16000)
+    from audio_factory import decode_bytes
+    samples, _ = decode_bytes(long_file["data"])
+    part = make_audio(samples[:n], "wav")
+    with httpx.Client(base_url=gw.url, timeout=300) as c:
+        r = c.post("/api/v1/audio/transcriptions", json={
+            "model": "test/whisper-30s", "input_audio": {"data": b64(part), "format": "wav"},
+            "response_format": "verbose_json", "timestamp_granularities": ["word", "segment"],
+            "prompt": "Vocabulary: Thornton."})
+    assert r.status_code == 200, r.text
+    assert not fake.violations, fake.violations
+    calls = [c for c in fake.calls if c.path.endswith("/audio/transcriptions")]
+    assert len(calls) == int(r.headers["x-chunks"]) >= 4
+    durations = [probe(c.files["file"][2]).duration for c in calls]
+    assert all(d <= 30.0 for d in durations), durations
+    assert abs(sum(durations) - 100.0) < 0.1
+    script = fake.script
+    # every chunk after the first is prompted with the user's prompt and the previous chunk's text
+    prompts = [c.f1("prompt") for c in calls]
+    assert prompts[0] == "Vocabulary: Thornton."
+    assert all(p and p.startswith("Vocabulary: Thornton.") and script.split()[-1] in p for p in prompts[1:]), prompts
+    body = r.json()
+    assert body["text"] == " ".join([script] * len(calls))
+    assert_monotonic_within(body["segments"], 100.0, "segment")
+    assert_monotonic_within(body["words"], 100.0, "word")
+    # words of chunk k lie inside chunk k: the fake spreads the script over each chunk it hears
+    assert body["words"][-1]["start"] > 100.0 - durations[-1]
+    assert abs(body["usage"]["cost"] - 0.006 * 100 / 60) < 1e-6
+    for fmt in ("json", "text", "srt", "vtt"):
+        with httpx.Client(base_url=gw.url, timeout=300) as c:
+            r2 = c.post("/api/v1/audio/transcriptions", json={
+                "model": "test/whisper-30s", "input_audio": {"data": b64(part), "format": "wav"}, "response_format": fmt})
+        assert r2.status_code == 200, (fmt, r2.text)
+        if fmt in ("srt", "vtt"):
+            cues = parse_cues(r2.text)
+            assert cues and cues[-1][1] <= 100.0 + 1e-3 and cues[-1][1] > 100.0 - 30
+            assert all(b - a <= 7.5 for a, b, _ in cues)
+        elif fmt == "text":
+            assert r2.text.strip() == " ".join([script] * len(calls))

@@ -1,0 +1,386 @@
+"""The Google adapter (Speech-to-Text v2 Chirp 3, Gemini TTS) through audiorouter's HTTP API, against a fake
+Google speaking the real wire protocol (tests/fakes/google_fake.py)."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import secrets
+
+import av
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from conftest import DEV_AUDIO, ServerProcess
+from fakes.google_fake import GoogleFake
+from fakes.harness import gateway_env
+
+KEY = "gk-test-" + secrets.token_hex(12)
+BAD_KEY = "gk-wrong-" + secrets.token_hex(12)
+TOKEN = "ya29.test-" + secrets.token_hex(12)
+PROJECT = "audiorouter-test"
+LIBRI = "librispeech_test-other_1688-142285-0000.flac"
+JFK = "jfk_inaugural_excerpt.flac"
+LONG = "long_concat_librispeech_test-other_dev.flac"
+TTS_MODEL = "google/gemini-2.5-flash-preview-tts"
+# one attempt per endpoint and no circuit breaker: every request reaches the fake exactly once
+ONE_ATTEMPT = {"AUDIOROUTER_RETRY_ATTEMPTS": "1", "AUDIOROUTER_BREAKER_THRESHOLD": "1000000"}
+
+
+def norm(s: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", s.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def fake():
+    f = GoogleFake(KEY, project=PROJECT, location="us", access_token=TOKEN).start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(fake, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gw-google")
+    opts = {"project": PROJECT, "location": "us", "gemini_base_url": fake.url}
+
+    def provider(name: str, **kw):
+        return {"name": name, "adapter": "google", "base_url": fake.url, "timeout_s": 3, "options": opts, **kw}
+
+    stt_caps = {"word_timestamps": True, "diarization": True, "temperature": False}
+    catalog = {
+        "providers": {
+            "google": provider("Google", api_key_env="AR_TEST_GOOGLE_KEY"),
+            "google_backup": provider("Google (backup)", api_key_env="AR_TEST_GOOGLE_KEY"),
+            "google_badkey": provider("Google (bad key)", api_key_env="AR_TEST_GOOGLE_BADKEY"),
+            "google_oauth": provider("Google (OAuth)", options={**opts, "access_token_env": "AR_TEST_GOOGLE_TOKEN"}),
+        },
+        "models": [
+            {"id": "test/chirp-oauth", "name": "Chirp 3 via OAuth", "kind": "transcription",
+             "endpoints": [{"provider": "google_oauth", "upstream_model": "chirp_3", "capabilities": stt_caps}]},
+            {"id": "test/chirp-badkey", "name": "Chirp 3 with a bad key", "kind": "transcription",
+             "endpoints": [{"provider": "google_badkey", "upstream_model": "chirp_3", "capabilities": stt_caps}]},
+            {"id": "test/chirp-long", "name": "Chirp 3 without a length limit", "kind": "transcription",
+             "endpoints": [{"provider": "google", "upstream_model": "chirp_3", "capabilities": stt_caps}]},
+            {"id": "test/chirp-fallback", "name": "Chirp 3 twice", "kind": "transcription",
+             "endpoints": [{"provider": "google", "upstream_model": "chirp_3", "capabilities": stt_caps},
+                           {"provider": "google_backup", "upstream_model": "chirp_3", "capabilities": stt_caps}]},
+        ],
+    }
+    path = tmp / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
+    env = gateway_env(path, tmp, AR_TEST_GOOGLE_KEY=KEY, AR_TEST_GOOGLE_BADKEY=BAD_KEY, AR_TEST_GOOGLE_TOKEN=TOKEN,
+                      **ONE_ATTEMPT)
+    s = ServerProcess(env=env, tmp=tmp).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def api(gw, fake):
+    fake.clear()
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        yield c
+    assert not fake.violations, f"the fake saw requests the real API would refuse: {fake.violations}"
+
+
+def row(manifest, name):
+    return next(r for r in manifest if r["file"] == name)
+
+
+def b64(name: str) -> str:
+    return base64.b64encode((DEV_AUDIO / name).read_bytes()).decode()
+
+
+def transcribe_json(api, name, fmt, **extra):
+    return api.post("/api/v1/audio/transcriptions",
+                    json={"model": "google/chirp-3", "input_audio": {"data": b64(name), "format": fmt}, **extra})
+
+
+def recognize_calls(fake):
+    return [c for c in fake.calls if c.path.endswith(":recognize")]
+
+
+# ---- transcription --------------------------------------------------------------------------------------
+def test_json_transcription_speaks_recognize_v2(api, fake, manifest):
+    r = transcribe_json(api, LIBRI, "flac")
+    assert r.status_code == 200, r.text
+    assert norm(r.json()["text"]) == norm(row(manifest, LIBRI)["text"])
+    assert r.headers["x-provider"] == "google"
+    (call,) = recognize_calls(fake)
+    assert call.path == f"/v2/projects/{PROJECT}/locations/us/recognizers/_:recognize"
+    assert call.headers["x-goog-api-key"] == KEY and "authorization" not in call.headers
+    assert call.q1("key") is None  # the key never travels in the URL
+    cfg = call.json["config"]
+    assert cfg["model"] == "chirp_3" and cfg["autoDecodingConfig"] == {}
+    assert cfg["languageCodes"] == ["auto"]
+    assert cfg["features"]["enableWordTimeOffsets"] is True
+    assert "diarizationConfig" not in cfg["features"]
+    assert base64.b64decode(call.json["content"]) == (DEV_AUDIO / LIBRI).read_bytes()  # sent as is
+
+
+def test_openai_multipart_language_maps_to_locale(api, fake, manifest):
+    with open(DEV_AUDIO / JFK, "rb") as f:
+        r = api.post("/v1/audio/transcriptions", files={"file": (JFK, f, "audio/flac")},
+                     data={"model": "google/chirp-3", "language": "en", "response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert norm(body["text"]) == norm(row(manifest, JFK)["text"])
+    assert body["language"] == "english"  # OpenAI dialect names the language
+    assert abs(body["duration"] - row(manifest, JFK)["duration_s"]) < 0.05
+    assert recognize_calls(fake)[0].json["config"]["languageCodes"] == ["en-US"]
+
+
+def test_verbose_json_words_and_speakers(api, fake, manifest):
+    r = transcribe_json(api, LIBRI, "flac", response_format="verbose_json", timestamp_granularities=["word", "segment"],
+                        diarize=True)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ref = norm(row(manifest, LIBRI)["text"]).split()
+    words = body["words"]
+    assert [norm(w["word"]) for w in words] == ref
+    assert all(0 <= w["start"] <= w["end"] <= body["duration"] + 0.01 for w in words)
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+    assert {w["speaker"] for w in words} == {"speaker_0", "speaker_1"}
+    # a segment never mixes speakers, and the segments carry the whole text in order
+    assert all(s.get("speaker") in ("speaker_0", "speaker_1") for s in body["segments"])
+    assert norm(" ".join(s["text"] for s in body["segments"])) == " ".join(ref)
+    assert body["language"] == "en"
+    diar = recognize_calls(fake)[0].json["config"]["features"]["diarizationConfig"]
+    assert diar["minSpeakerCount"] <= diar["maxSpeakerCount"]
+
+
+def test_speaker_count_options_reach_google(api, fake):
+    r = transcribe_json(api, JFK, "flac", diarize=True,
+                        provider={"options": {"google": {"min_speakers": 2, "max_speakers": 3}}})
+    assert r.status_code == 200, r.text
+    assert recognize_calls(fake)[0].json["config"]["features"]["diarizationConfig"] == \
+        {"minSpeakerCount": 2, "maxSpeakerCount": 3}
+    r = transcribe_json(api, JFK, "flac", diarize=True, provider={"options": {"google": {"max_speakers": "many"}}})
+    assert r.status_code == 400 and "max_speakers" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
+def test_text_and_subtitle_formats(api, manifest, fmt):
+    r = transcribe_json(api, LIBRI, "flac", response_format=fmt)
+    assert r.status_code == 200, r.text
+    ref = norm(row(manifest, LIBRI)["text"])
+    dur = row(manifest, LIBRI)["duration_s"]
+    if fmt == "text":
+        assert norm(r.text) == ref
+        return
+    body = r.text
+    if fmt == "vtt":
+        assert body.startswith("WEBVTT")
+    stamps = re.findall(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)", body)
+    assert stamps
+    secs = [(int(a) * 3600 + int(b) * 60 + int(c) + int(d) / 1000, int(e) * 3600 + int(f) * 60 + int(g) + int(h) / 1000)
+            for a, b, c, d, e, f, g, h in stamps]
+    assert all(0 <= s <= e <= dur + 0.01 for s, e in secs)
+    cue_text = [ln for ln in body.splitlines() if ln and "-->" not in ln and not ln.isdigit() and ln != "WEBVTT"]
+    assert norm(" ".join(cue_text)) == ref
+
+
+def test_unsupported_container_is_reencoded_to_flac(api, fake):
+    r = transcribe_json(api, "sr_french.aiff", "aiff")
+    assert r.status_code == 200, r.text
+    (call,) = recognize_calls(fake)
+    assert call.info["container"] == "flac"
+    assert r.headers["x-audio-format-detected"] == "aiff"
+
+
+def test_long_audio_is_recognized_in_chunks_and_stitched(api, fake, manifest):
+    # sync recognize takes <= 60 s: the adapter itself cuts longer audio (whatever the gateway sends it)
+    total = row(manifest, LONG)["duration_s"]
+    r = api.post("/api/v1/audio/transcriptions",
+                 json={"model": "test/chirp-long", "input_audio": {"data": b64(LONG), "format": "flac"},
+                       "response_format": "verbose_json", "timestamp_granularities": ["word"]})
+    assert r.status_code == 200, r.text
+    calls = recognize_calls(fake)
+    assert len(calls) >= total // 59 + 1
+    assert all(c.info["duration"] <= 59.0 for c in calls)
+    assert abs(sum(c.info["duration"] for c in calls) - total) < 0.1
+    # the fake answers placeholder words c<call>w<i>: each call's words must sit inside that call's window,
+    # and the windows must tile the whole audio
+    by_call: dict[int, list[dict]] = {}
+    for w in r.json()["words"]:
+        m = re.fullmatch(r"c(\d+)w(\d+)\.?", w["word"], re.I)
+        assert m, w
+        by_call.setdefault(int(m.group(1)), []).append(w)
+    assert sorted(by_call) == sorted(c.index for c in calls)
+    windows = []
+    for c in calls:
+        ws = by_call[c.index]
+        offset = ws[0]["start"] - round(c.info["duration"] * 0.05, 3)
+        assert all(offset - 0.01 <= w["start"] <= w["end"] <= offset + c.info["duration"] + 0.01 for w in ws)
+        windows.append((offset, c.info["duration"]))
+    windows.sort()
+    assert abs(windows[0][0]) < 0.01
+    for (o1, d1), (o2, _) in zip(windows, windows[1:]):
+        assert abs(o1 + d1 - o2) < 0.01
+    starts = [w["start"] for w in r.json()["words"]]
+    assert starts == sorted(starts)
+    assert abs(r.json()["usage"]["seconds"] - total) < 0.05
+
+
+def test_bearer_token_auth(api, fake, manifest):
+    r = api.post("/api/v1/audio/transcriptions",
+                 json={"model": "test/chirp-oauth", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    assert r.status_code == 200, r.text
+    assert norm(r.json()["text"]) == norm(row(manifest, JFK)["text"])
+    (call,) = recognize_calls(fake)
+    assert call.headers["authorization"] == f"Bearer {TOKEN}"
+    assert call.headers["x-goog-user-project"] == PROJECT
+    assert "x-goog-api-key" not in call.headers
+
+
+# ---- errors ---------------------------------------------------------------------------------------------
+ERROR_CASES = [
+    ("401", lambda f: f.fail(401, "Request had invalid authentication credentials."), 502, "upstream_error"),
+    ("403", lambda f: f.fail(403, "The caller does not have permission"), 502, "upstream_error"),
+    ("404", lambda f: f.fail(404, "Recognizer not found."), 502, "upstream_error"),
+    ("429", lambda f: f.fail(429, "Quota exceeded for quota metric 'Requests'."), 429, "upstream_error"),
+    ("500", lambda f: f.fail(500, "Internal error encountered."), 502, "upstream_error"),
+    ("503", lambda f: f.fail(503, "The service is currently unavailable."), 503, "upstream_error"),
+    ("400", lambda f: f.fail(400, "Invalid audio channel count."), 400, "invalid_request_error"),
+    ("notjson", lambda f: f.malformed(), 502, "upstream_error"),
+    ("badshape", lambda f: f.fail_raw(200, b'{"results": 7}'), 502, "upstream_error"),
+    ("baddur", lambda f: f.fail_raw(200, json.dumps({"results": [{"alternatives": [
+        {"transcript": "x", "words": [{"word": "x", "startOffset": "soon", "endOffset": "1s"}]}]}]}).encode()),
+     502, "upstream_error"),
+    ("timeout", lambda f: f.timeout(6), 504, "timeout_error"),
+]
+
+
+@pytest.mark.parametrize("dialect", ["openrouter", "openai"])
+@pytest.mark.parametrize("case,inject,status,etype", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_upstream_errors_map_to_the_dialect_envelope(api, fake, dialect, case, inject, status, etype):
+    inject(fake)
+    if dialect == "openrouter":
+        r = transcribe_json(api, JFK, "flac")
+    else:
+        with open(DEV_AUDIO / JFK, "rb") as f:
+            r = api.post("/v1/audio/transcriptions", files={"file": (JFK, f, "audio/flac")},
+                         data={"model": "google/chirp-3"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert KEY not in r.text
+    if dialect == "openrouter":
+        assert err["code"] == status and err["metadata"]["provider_name"] == "google"
+    else:
+        assert err["type"] == etype and set(err) == {"message", "type", "param", "code"}
+    assert err["message"].startswith("google")
+
+
+def test_upstream_message_is_parsed_and_key_redacted(api, fake):
+    fake.fail(403, f"API key {KEY} lacks permission speech.recognizers.recognize")
+    r = transcribe_json(api, JFK, "flac")
+    assert r.status_code == 502
+    msg = r.json()["error"]["message"]
+    assert "PERMISSION_DENIED" in msg and "lacks permission" in msg and KEY not in msg
+
+
+def test_invalid_api_key_is_not_blamed_on_the_client(api, fake):
+    r = api.post("/api/v1/audio/transcriptions",
+                 json={"model": "test/chirp-badkey", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    assert r.status_code == 502, r.text  # Google says 400 API_KEY_INVALID; the client did nothing wrong
+    assert "API key not valid" in r.json()["error"]["message"]
+    assert BAD_KEY not in r.text
+    assert recognize_calls(fake)[0].headers["x-goog-api-key"] == BAD_KEY
+
+
+def test_retryable_failure_falls_back_to_the_next_endpoint(api, fake, manifest):
+    fake.fail(503, "The service is currently unavailable.")
+    r = api.post("/api/v1/audio/transcriptions",
+                 json={"model": "test/chirp-fallback", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-provider"] == "google_backup" and r.headers["x-attempts"] == "2"
+    assert norm(r.json()["text"]) == norm(row(manifest, JFK)["text"])
+
+
+def test_client_error_is_not_retried(api, fake):
+    fake.fail(400, "Invalid audio.", times=2)
+    r = api.post("/api/v1/audio/transcriptions",
+                 json={"model": "test/chirp-fallback", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    assert r.status_code == 400
+    assert len(recognize_calls(fake)) == 1
+
+
+# ---- Gemini TTS -----------------------------------------------------------------------------------------
+def gemini_calls(fake):
+    return [c for c in fake.calls if c.path.endswith(":generateContent")]
+
+
+def test_gemini_tts_pcm_is_the_upstream_audio(api, fake):
+    text = "The quick brown fox jumps over the lazy dog."
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": text, "voice": "Kore",
+                                               "response_format": "pcm", "instructions": "Say cheerfully."})
+    assert r.status_code == 200, r.text
+    (call,) = gemini_calls(fake)
+    assert r.content == call.reply_bytes
+    assert r.headers["content-type"].startswith("audio/pcm") and "rate=24000" in r.headers["content-type"]
+    assert call.path == "/v1beta/models/gemini-2.5-flash-preview-tts:generateContent"
+    assert call.headers["x-goog-api-key"] == KEY
+    gc = call.json["generationConfig"]
+    assert gc["responseModalities"] == ["AUDIO"]
+    assert gc["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"] == "Kore"
+    prompt = call.json["contents"][0]["parts"][0]["text"]
+    assert prompt.startswith("Say cheerfully") and prompt.endswith(text)
+    # billed from the usage Gemini reported: 0.5 $/M prompt tokens, 10 $/M audio tokens
+    import math
+    in_tok = max(1, math.ceil(len(prompt) / 4))
+    out_tok = math.ceil(len(call.reply_bytes) / 48000 * 25)
+    assert abs(float(r.headers["x-cost"]) - (in_tok * 0.5 + out_tok * 10.0) / 1e6) < 1e-9
+
+
+def test_gemini_tts_wav_and_mp3(api, fake):
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello there.", "voice": "puck",
+                                               "response_format": "wav"})
+    assert r.status_code == 200, r.text
+    pcm = gemini_calls(fake)[-1].reply_bytes
+    assert r.content[:4] == b"RIFF"
+    got, want = np.frombuffer(r.content[44:], "<i2"), np.frombuffer(pcm, "<i2")
+    assert len(got) == len(want) and np.abs(got.astype(int) - want).max() <= 1  # same samples, re-quantized
+    assert gemini_calls(fake)[-1].json["generationConfig"]["speechConfig"]["voiceConfig"][
+        "prebuiltVoiceConfig"]["voiceName"] == "Puck"
+    r = api.post("/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello again, in mp3.", "voice": "Charon"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/mpeg"
+    pcm = gemini_calls(fake)[-1].reply_bytes
+    with av.open(io.BytesIO(r.content)) as c:
+        n = sum(f.samples for f in c.decode(audio=0))
+        rate = c.streams.audio[0].rate
+    assert abs(n / rate - len(pcm) / 48000) < 0.1
+
+
+def test_gemini_tts_errors(api, fake):
+    fake.fail(429, "Resource has been exhausted (e.g. check quota).")
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello.", "voice": "Kore"})
+    assert r.status_code == 429 and r.json()["error"]["metadata"]["provider_name"] == "google"
+    fake.fail_raw(200, json.dumps({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}).encode())
+    r = api.post("/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello.", "voice": "Kore"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+    assert "PROHIBITED_CONTENT" in r.json()["error"]["message"]
+    fake.fail_raw(200, json.dumps({"candidates": [{"content": {"parts": [{"text": "I cannot"}]},
+                                                   "finishReason": "OTHER"}]}).encode())
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello.", "voice": "Kore"})
+    assert r.status_code == 502 and "finishReason OTHER" in r.json()["error"]["message"]
+    fake.malformed()
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello.", "voice": "Kore"})
+    assert r.status_code == 502
+    fake.fail(400, "Request contains an invalid argument.")
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": "Hello.", "voice": "Kore"})
+    assert r.status_code == 400 and "INVALID_ARGUMENT" in r.json()["error"]["message"]
+
+
+def test_no_secret_in_server_log(api, fake, gw):
+    fake.fail(401, f"bad credentials {KEY}")
+    api.post("/api/v1/audio/transcriptions",
+             json={"model": "google/chirp-3", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    api.post("/api/v1/audio/transcriptions",
+             json={"model": "test/chirp-oauth", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    log = gw.log_path.read_text(errors="replace")
+    for secret in (KEY, BAD_KEY, TOKEN):
+        assert secret not in log
