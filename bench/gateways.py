@@ -99,7 +99,8 @@ def _upstreams(ports: dict[int, int]) -> dict[int, str]:
     return {d: f"http://127.0.0.1:{p}/v1" for d, p in ports.items()}
 
 
-def audiorouter_target(ports: dict[int, int], core: str) -> Target:
+def audiorouter_target(ports: dict[int, int], core: str, name: str = "audiorouter",
+                       env_extra: dict[str, str] | None = None) -> Target:
     cfg = WORK / "audiorouter-catalog.yaml"
     lines = ["providers:"]
     for d, base in _upstreams(ports).items():
@@ -119,10 +120,10 @@ def audiorouter_target(ports: dict[int, int], core: str) -> Target:
     shutil.rmtree(data, ignore_errors=True)
     env = {"AUDIOROUTER_CATALOG": str(cfg), "AUDIOROUTER_LOCAL_SUBSTITUTE": "false", "AUDIOROUTER_PRELOAD": "false",
            "AUDIOROUTER_CACHE_TTL_S": "0", "AUDIOROUTER_DATA_DIR": str(data), "AUDIOROUTER_LOG_LEVEL": "warning",
-           "AUDIOROUTER_RETRY_ATTEMPTS": "1"}
-    srv = Server("audiorouter", [sys.executable, "-m", "audiorouter.cli", "serve", "--port", str(port)], port,
+           "AUDIOROUTER_RETRY_ATTEMPTS": "1", **(env_extra or {})}
+    srv = Server(name, [sys.executable, "-m", "audiorouter.cli", "serve", "--port", str(port)], port,
                  core=core, env=env)
-    return Target("audiorouter", srv, port,
+    return Target(name, srv, port,
                   {"json": "/api/v1/audio/transcriptions", "multipart": "/v1/audio/transcriptions",
                    "speech": "/v1/audio/speech"},
                   {(k, d): f"bench/{'tts' if k == 'speech' else 'whisper'}-d{d}" for k in KINDS for d in ports},
@@ -252,7 +253,11 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
     notes: list[str] = []
     try:
         directs = direct_target(ports)
-        builders = [("audiorouter", audiorouter_target), ("litellm", litellm_target), ("portkey", portkey_target)]
+        builders = [("audiorouter", audiorouter_target),
+                    # the same server with httpx's own transport instead of providers/fasthttp.py (before/after)
+                    ("audiorouter-httpx", lambda p, c: audiorouter_target(p, c, "audiorouter-httpx",
+                                                                         {"AUDIOROUTER_FAST_HTTP": "0"})),
+                    ("litellm", litellm_target), ("portkey", portkey_target)]
         targets: list[Target] = []
         for name, build in builders:
             if only and name not in only:
@@ -278,13 +283,16 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                     for d in delays:
                         if t.name.startswith("direct-") and t.name != f"direct-d{d}":
                             continue
+                        if t.name == "audiorouter-httpx" and d != delays[0]:
+                            continue
                         err = check(t, kind, d, stats_url)
                         name = "direct" if t.name.startswith("direct-") else t.name
                         if err:
                             notes.append(f"{name} {kind} {d} ms: sanity check failed: {err}")
                             log(notes[-1])
                             continue
-                        concs = concurrencies if d in sweep_delays else [c for c in (1, 32) if c in concurrencies] or concurrencies
+                        sweep = d in sweep_delays and t.name != "audiorouter-httpx"
+                        concs = concurrencies if sweep else [c for c in (1, 32) if c in concurrencies] or concurrencies
                         for c in concs:
                             for rep in range(reps):
                                 m = measure(t, kind, d, c, seconds, lg_core)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-GATEWAYS = ("direct", "audiorouter", "litellm", "portkey")
+GATEWAYS = ("direct", "audiorouter", "audiorouter-httpx", "litellm", "portkey")
 KIND_TITLES = {"json": "JSON base64 transcription (10 s WAV)", "multipart": "multipart transcription (10 s WAV)",
                "speech": "speech (100 KB streamed)"}
 
@@ -86,6 +86,8 @@ def plot_gateways(gw: dict) -> list[str]:
         fig, axes = plt.subplots(2, 3, figsize=(15, 8))
         for col, kind in enumerate(KIND_TITLES):
             for t in GATEWAYS:
+                if t == "audiorouter-httpx":
+                    continue
                 xs = [c for c in concs if g.get((t, kind, d, c))]
                 if not xs:
                     continue

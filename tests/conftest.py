@@ -28,7 +28,11 @@ class ServerProcess:
     def __init__(self, env: dict[str, str] | None = None, args: list[str] | None = None, tmp: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "AUDIOROUTER_CACHE_DIR": str(Path.home() / ".cache" / "audiorouter"),
+        # A developer's own provider keys or settings must not leak into test servers: they would reach real
+        # providers (tests never touch the internet) or change behaviour.
+        base = {k: v for k, v in os.environ.items()
+                if not (k.endswith("_API_KEY") or k.startswith("AUDIOROUTER_") or k == "GOOGLE_ACCESS_TOKEN")}
+        self.env = {**base, "AUDIOROUTER_CACHE_DIR": str(Path.home() / ".cache" / "audiorouter"),
                     **(env or {})}
         self.args = args or []
         self.proc: subprocess.Popen | None = None

@@ -53,7 +53,7 @@ def _prepare_wav(audio: Audio, field: str) -> tuple[PreparedAudio, dict[str, str
     headers = {"X-Audio-Format-Detected": "wav"}
     if audio.declared_format and not agrees(audio.declared_format, "wav"):
         headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as wav"
-    return LazyPreparedAudio(audio.data, "wav", layout.duration, field), headers
+    return LazyPreparedAudio(audio.data, "wav", round(layout.duration, 3), field), headers
 
 
 async def prepare(audio: Audio, field: str) -> tuple[PreparedAudio, dict[str, str]]:

@@ -76,12 +76,14 @@ def _split_segment(start: float, end: float, text: str) -> list[Cue]:
             cur = cand
     if cur:
         pieces.append(cur)
-    n_chunks = max(len(pieces), int(dur // MAX_CUE_SECONDS) + (1 if dur % MAX_CUE_SECONDS else 0))
-    if n_chunks > len(pieces):  # too slow even though short: split words evenly
-        toks = text.split()
-        per = max(1, -(-len(toks) // n_chunks))
-        pieces = [" ".join(toks[i:i + per]) for i in range(0, len(toks), per)]
     total = sum(len(p) for p in pieces) or 1
+    while True:  # timing goes by character share: halve the longest piece until every cue fits in time
+        i = max((k for k in range(len(pieces)) if " " in pieces[k]), key=lambda k: len(pieces[k]), default=None)
+        if i is None or dur * len(pieces[i]) / total <= MAX_CUE_SECONDS:
+            break
+        toks = pieces[i].split()
+        pieces[i:i + 1] = [" ".join(toks[:len(toks) // 2]), " ".join(toks[len(toks) // 2:])]
+        total = sum(len(p) for p in pieces) or 1
     cues, t = [], start
     for p in pieces:
         d = dur * len(p) / total

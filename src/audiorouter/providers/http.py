@@ -8,6 +8,7 @@ import httpx
 
 from ..core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from .base import ProviderAdapter
+from .fasthttp import FastTransport
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
@@ -84,8 +85,10 @@ class HTTPProvider(ProviderAdapter):
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             timeout = httpx.Timeout(self.spec.timeout_s, connect=min(10.0, self.spec.timeout_s))
-            self._client = httpx.AsyncClient(timeout=timeout,
-                                             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0)
+            # plain-http upstreams take the lean transport (providers/fasthttp.py); https keeps httpx's own
+            self._client = httpx.AsyncClient(timeout=timeout, transport=FastTransport(
+                httpx.AsyncHTTPTransport(limits=limits)))
         return self._client
 
     async def aclose(self) -> None:

@@ -36,6 +36,7 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+TAIL_REDECODE_S = 1.0  # a window whose text stops this long before its end has its tail decoded again
 LINGER_S = 0.05  # longest wait for requests still preparing their audio to join a batch
 
 
@@ -184,10 +185,31 @@ class WhisperEngine:
                 if progress:
                     progress(min(seg.end, duration))
 
-        emit(results[0])
+        def complete(i: int, r: _WindowResult) -> _WindowResult:
+            """Whisper stops before speech it expects the next window to hold (and leaves out an unfinished
+            last segment); faster-whisper's sequential loop seeks back and decodes that part again. Windows
+            here are fixed, so such a tail is decoded again on its own (at most twice per window)."""
+            audio, meta = windows[i]
+            off, dur = float(meta["offset"]), float(meta["duration"])
+            for _ in range(2):
+                if not r.segments:
+                    break
+                done_to = r.segments[-1]["end"] - off
+                if dur - done_to < TAIL_REDECODE_S:
+                    break
+                tail = _Window(self._features(audio[int(done_to * SAMPLE_RATE):]), off + done_to, dur - done_to,
+                               task, lang, prompt)
+                self._submit([tail])
+                more = tail.future.result()
+                if not more.segments:
+                    break
+                r = _WindowResult(r.language, r.segments + more.segments)
+            return r
+
+        emit(complete(0, results[0]))
         for i, w in enumerate(rest, start=1):
             results[i] = w.future.result()
-            emit(results[i])
+            emit(complete(i, results[i]))
         text = "".join(s.text for s in segments).strip()
         return Transcript(text=text, language=lang, duration=duration, segments=segments, task=task)
 
@@ -293,12 +315,16 @@ class WhisperEngine:
         size = int(math.ceil(w.duration) * m.frames_per_second)
         subs, _, _ = m._split_segments_by_timestamps(tokenizer=tok, tokens=tokens, time_offset=w.offset,
                                                      segment_size=size, segment_duration=w.duration, seek=0)
-        # faster-whisper leaves out an unfinished last segment (its sequential loop decodes it again from the
-        # next window); windows here are fixed, so keep it, running to the window's end
-        used = sum(len(s["tokens"]) for s in subs)
-        rest = tokens[used:]
-        if subs and any(t < tok.eot for t in rest):
-            subs.append(dict(seek=0, start=subs[-1]["end"], end=w.offset + w.duration, tokens=rest))
+        # Sequential Whisper re-decodes from the last timestamp when the final segment is left open; a window
+        # is decoded once here, so the open tail is kept as a last segment running to the window's end.
+        covered = sum(len(s["tokens"]) for s in subs)
+        tail = list(tokens[covered:])
+        if any(t < tok.eot for t in tail):
+            start = subs[-1]["end"] if subs else w.offset
+            if tail[0] >= tok.timestamp_begin:
+                start = w.offset + (tail[0] - tok.timestamp_begin) * m.time_precision
+            if w.offset + w.duration - start < TAIL_REDECODE_S:  # a longer open tail is decoded again instead
+                subs.append(dict(start=start, end=w.offset + w.duration, tokens=tail))
         out = []
         for s in subs:
             text_tokens = [t for t in s["tokens"] if t < tok.eot]

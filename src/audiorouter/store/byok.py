@@ -31,7 +31,7 @@ class ByokStore:
     async def create(self, *, provider: str, key: str, name: str | None, allowed_api_key_hashes: list[str] | None,
                      allowed_models: list[str] | None, disabled: bool, is_fallback: bool) -> ByokKey:
         now = utcnow()
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             order = await s.scalar(select(func.count()).select_from(ByokKey).where(ByokKey.provider == provider))
             row = ByokKey(id=secrets.token_hex(16), provider=provider, name=name, label=mask(key),
                           encrypted_key=self.vault.encrypt(key), allowed_api_key_hashes=allowed_api_key_hashes,
@@ -62,14 +62,14 @@ class ByokStore:
             values["encrypted_key"] = self.vault.encrypt(secret)
             values["label"] = mask(secret)
         values["updated_at"] = utcnow()
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             res = await s.execute(update(ByokKey).where(ByokKey.id == byok_id).values(**values))
             if not res.rowcount:
                 return None
         return await self.get(byok_id)
 
     async def delete(self, byok_id: str) -> bool:
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             return (await s.execute(delete(ByokKey).where(ByokKey.id == byok_id))).rowcount > 0
 
     async def keys_for(self, key_hash: str | None, models: list[str]) -> dict[str, str]:

@@ -63,15 +63,23 @@ class Database:
             kw.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kw)
         if self.is_sqlite:
-            self._tune_sqlite()
+            # reads: deferred transactions (WAL readers never wait); writes: BEGIN IMMEDIATE, so writers
+            # queue on the busy timeout instead of failing when they upgrade a read lock
+            self.write_engine: AsyncEngine = create_async_engine(url, **kw)
+            self._tune_sqlite(self.engine, "BEGIN")
+            self._tune_sqlite(self.write_engine, "BEGIN IMMEDIATE")
+        else:
+            self.write_engine = self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def _tune_sqlite(self) -> None:
-        @event.listens_for(self.engine.sync_engine, "connect")
+    @staticmethod
+    def _tune_sqlite(engine: AsyncEngine, begin: str) -> None:
+        @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver plumbing
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
@@ -80,14 +88,14 @@ class Database:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        @event.listens_for(self.engine.sync_engine, "begin")
+        @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn):  # pragma: no cover - driver plumbing
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(begin)
 
     async def upgrade(self) -> None:
         """Bring the schema to the latest migration. Safe to run from many replicas at once: PostgreSQL
         takes an advisory lock for the duration, SQLite a write lock (BEGIN IMMEDIATE)."""
-        async with self.engine.begin() as conn:
+        async with self.write_engine.begin() as conn:
             if not self.is_sqlite:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(74231901)"))
             await conn.run_sync(_run_alembic, "upgrade")
@@ -98,6 +106,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
 
 
 def alembic_config(connection: Any = None):

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .db import Database
 from .models import ApiKey, Generation, Meta, to_nano, to_usd, utcnow
@@ -108,9 +109,15 @@ class KeyStore:
         self._auth_on = on
         return on
 
-    async def _mark_auth_on(self, s) -> None:
-        if await s.get(Meta, "auth") is None:
-            s.add(Meta(key="auth", value="on"))
+    async def _mark_auth_on(self) -> None:
+        """Record that auth is on (its own transaction: replicas may race to write it first)."""
+        try:
+            async with self.db.writer() as s, s.begin():
+                if await s.get(Meta, "auth") is None:
+                    s.add(Meta(key="auth", value="on"))
+        except IntegrityError:
+            pass  # another replica wrote it
+        self._auth_on = True
 
     # ---- lookup -------------------------------------------------------------------------------------
     async def lookup(self, secret: str) -> ApiKey | None:
@@ -148,26 +155,26 @@ class KeyStore:
                      rate_limit_rpm=rate_limit_rpm, max_concurrency=max_concurrency, usage_nano=0,
                      byok_usage_nano=0, window_usage_nano=0, window_start=window_start(limit_reset, now),
                      reserved_nano=0, source=source, created_at=now, updated_at=None, last_used_at=None)
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             s.add(row)
-            await self._mark_auth_on(s)
-        self._auth_on = True
+        await self._mark_auth_on()
         return row, secret
 
     async def ensure_bootstrap(self, secret: str) -> None:
         """Register the management key given in AUDIOROUTER_MANAGEMENT_KEY (idempotent across replicas)."""
         h = hash_secret(secret)
-        async with self.db.sessions() as s, s.begin():
-            row = await s.get(ApiKey, h)
-            if row is None:
-                now = utcnow()
-                s.add(ApiKey(hash=h, name="management (AUDIOROUTER_MANAGEMENT_KEY)", label=label_of(secret),
-                             is_management=True, disabled=False, limit_nano=None, limit_reset=None,
-                             include_byok_in_limit=False, expires_at=None, rate_limit_rpm=None, max_concurrency=None,
-                             usage_nano=0, byok_usage_nano=0, window_usage_nano=0, window_start=EPOCH,
-                             reserved_nano=0, source="env", created_at=now))
-            await self._mark_auth_on(s)
-        self._auth_on = True
+        try:
+            async with self.db.writer() as s, s.begin():
+                if await s.get(ApiKey, h) is None:
+                    now = utcnow()
+                    s.add(ApiKey(hash=h, name="management (AUDIOROUTER_MANAGEMENT_KEY)", label=label_of(secret),
+                                 is_management=True, disabled=False, limit_nano=None, limit_reset=None,
+                                 include_byok_in_limit=False, expires_at=None, rate_limit_rpm=None,
+                                 max_concurrency=None, usage_nano=0, byok_usage_nano=0, window_usage_nano=0,
+                                 window_start=EPOCH, reserved_nano=0, source="env", created_at=now))
+        except IntegrityError:
+            pass  # another replica registered it at the same moment
+        await self._mark_auth_on()
 
     async def update(self, key_hash: str, changes: dict[str, Any]) -> ApiKey | None:
         values: dict[str, Any] = {}
@@ -177,14 +184,14 @@ class KeyStore:
             else:
                 values[k] = v
         values["updated_at"] = utcnow()
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             res = await s.execute(update(ApiKey).where(ApiKey.hash == key_hash).values(**values))
             if res.rowcount == 0:
                 return None
         return await self.get(key_hash)
 
     async def delete(self, key_hash: str) -> bool:
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             res = await s.execute(delete(ApiKey).where(ApiKey.hash == key_hash))
             return res.rowcount > 0
 

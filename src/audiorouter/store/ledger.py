@@ -108,7 +108,7 @@ class Ledger:
         now = utcnow()
         reserved = 0
         refusal: PaymentRequired | None = None
-        async with self.db.sessions() as s:
+        async with self.db.writer() as s:
             async with s.begin():
                 if g.key_hash is not None and limited and estimate_nano > 0:
                     ws, used = _window_exprs(now)
@@ -156,7 +156,7 @@ class Ledger:
 
     async def record_failure(self, g: NewGeneration, err: Any) -> None:
         """A request refused before any provider was called (bad model, no provider, ...)."""
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             s.add(self._failed(g, err, 0, utcnow()))
 
     async def settle(self, gen_id: str, key_hash: str | None, reserved_nano: int, st: Settlement) -> bool:
@@ -177,7 +177,7 @@ class Ledger:
         if st.status != "incomplete":
             values["completed_at"] = now
             values["generation_time_ms"] = st.generation_time_ms
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             res = await s.execute(update(Generation).where(Generation.id == gen_id, Generation.settled.is_(False))
                                   .values(**values).execution_options(synchronize_session=False))
             if not res.rowcount:
@@ -201,7 +201,7 @@ class Ledger:
         if error is not None:
             values.update(error_type=getattr(error, "code", None) or type(error).__name__,
                           error_message=str(getattr(error, "message", error))[:2000])
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             await s.execute(update(Generation).where(Generation.id == gen_id, Generation.status == "incomplete")
                             .values(**values).execution_options(synchronize_session=False))
 
@@ -225,7 +225,7 @@ class Ledger:
         return n
 
     async def _release(self, gid: str, key_hash: str | None, reserved: int, st: Settlement) -> bool:
-        async with self.db.sessions() as s, s.begin():
+        async with self.db.writer() as s, s.begin():
             res = await s.execute(update(Generation).where(Generation.id == gid, Generation.settled.is_(False))
                                   .values(settled=True, reserved_nano=0, error_type=st.error_type,
                                           error_message=st.error_message)
