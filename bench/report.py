@@ -199,8 +199,9 @@ def write(res: dict) -> Path:
         c = loc["concurrency"]
         b, h1, hc = loc["baseline"], loc["http_1"], loc[f"http_{c}"]
         L += ["## Local engines", "",
-              f"Whisper base (int8) on the {loc['clips']} English clips of the dev set with exact references "
-              f"({loc['audio_s']:.0f} s of audio), no language given (auto-detected). Baseline: plain "
+              f"Whisper base (int8) on {loc['clips']} English clips of the dev set with exact references (the first "
+              f"{loc['clips']} in manifest order, {loc['audio_s']:.0f} s of audio), no language given (auto-detected). "
+              "Baseline: plain "
               "faster-whisper (`WhisperModel(...).transcribe(audio, beam_size=5)`, all cores) in a loop, in-process. "
               "audiorouter: base64 JSON requests over HTTP to `local/whisper-base`, one at a time and "
               f"{c} concurrent clients. WER is pooled (total edits / total reference words) after the same "

@@ -98,8 +98,8 @@ def main() -> None:
     if "gateways" in only:
         log("gateway overhead")
         res["gateways"] = gateways.run(
-            seconds=m["seconds"], reps=m["reps"], concurrencies=[1, 32] if quick else [1, 4, 16, 32, 64],
-            delays=[0, 50], sweep_delays=[0] if quick else [0, 50], log=log)
+            seconds=m["seconds"], reps=m["reps"], concurrencies=[1, 32] if quick else [1, 4, 16, 32],
+            delays=[0, 50], sweep_delays=[0], log=log)
     if "big" in only:
         import big_payload
         log("big payload")
@@ -107,8 +107,9 @@ def main() -> None:
     if "local" in only:
         import local_engines
         log("local engines")
-        res["local"] = local_engines.run(stt_clips=12 if quick else 0, stt_reps=1 if quick else 2, concurrency=4,
-                                         tts_reps=5 if quick else 15, threads=os.cpu_count() or 1, log=log)
+        res["local"] = local_engines.run(stt_clips=8 if quick else 24, stt_reps=1 if quick else 2, concurrency=4,
+                                         tts_reps=5 if quick else 15, threads=os.cpu_count() or 1, log=log,
+                                         before_after_clips=8 if quick else 12)
     m["took_min"] = (time.time() - started) / 60
     (WORK / "results.json").write_text(json.dumps(res, indent=1, default=str))
     if not a.no_report:

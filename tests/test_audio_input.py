@@ -218,3 +218,30 @@ def test_mismatch_header_absent_on_errors(client):
     assert r.status_code == 400
     assert "x-audio-format-mismatch" not in r.headers
     assert json.loads(r.text)["error"]["metadata"]["param"] == "input_audio.data"
+
+
+def _strip_id3(data: bytes) -> bytes:
+    assert data[:3] == b"ID3"
+    size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
+    return data[10 + size:]
+
+
+def test_mp3_without_id3_tag_is_sniffed_from_its_frames(client, jfk):
+    frames = _strip_id3(make_audio(jfk, "mp3"))
+    assert frames[0] == 0xFF
+    r = post_json(client, frames, "wav", language="en")
+    assert_jfk(r)
+    assert r.headers["x-audio-format-detected"] == "mp3"
+    assert r.headers["x-audio-format-mismatch"] == "declared wav, decoded as mp3"
+
+
+def test_cache_hit_still_reports_the_format(client, jfk):
+    """A second identical request may be answered from the transcript cache without decoding; it still says
+    what the bytes are and that the declared format was wrong."""
+    b64 = base64.b64encode(make_audio(jfk[: 16000 * 6], "flac")).decode()
+    body = {"model": MODEL, "language": "en", "input_audio": {"data": b64, "format": "ogg"}}
+    for _ in range(2):
+        r = client.post("/api/v1/audio/transcriptions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-audio-format-detected"] == "flac"
+        assert r.headers["x-audio-format-mismatch"] == "declared ogg, decoded as flac"

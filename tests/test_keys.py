@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess, free_port
-from test_keys_support import cli, gateway_env, gw, start_gateway  # noqa: F401  (gw is a fixture)
+from test_keys_support import clean_environ, cli, gateway_env, gw  # noqa: F401  (gw is a fixture)
 
 
 def _iso(dt: datetime) -> str:
@@ -213,7 +213,7 @@ def test_require_auth_without_any_key(tmp_path):
 def _serve(env, *args):
     port = free_port()
     return port, subprocess.Popen([sys.executable, "-m", "audiorouter.cli", "serve", "--port", str(port), *args],
-                                  env={**__import__("os").environ, **env}, stdout=subprocess.PIPE,
+                                  env={**clean_environ(), **env}, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
 
 

@@ -216,8 +216,14 @@ def start_gateway(backend: str, tmp: Path, *, mgmt: bool = True, redis: RedisPre
     return Gateway(tmp, gateway_env(tmp, database_url=url, redis=redis, management_key=key, **extra), key, db)
 
 
+def clean_environ() -> dict[str, str]:
+    """This process' environment without the developer's own audiorouter settings or provider keys."""
+    return {k: v for k, v in os.environ.items()
+            if not (k.startswith("AUDIOROUTER_") or k.endswith("_API_KEY") or k == "GOOGLE_ACCESS_TOKEN")}
+
+
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audiorouter.cli", *args], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "audiorouter.cli", *args], env={**clean_environ(), **env},
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from test_keys_support import SHORT_CLIP, STT_PRICE_PER_SECOND, TTS_PRICE_PER_CHAR, gw  # noqa: F401
+from test_keys_support import STT_PRICE_PER_SECOND, TTS_PRICE_PER_CHAR, gw  # noqa: F401
 
 TEN = "Ten chars."  # 10 characters -> $0.010
 assert len(TEN) == 10
@@ -141,3 +141,17 @@ def test_concurrency_limit_gives_429(gw):
     while (r := gw.client.get("/api/v1/key", headers=gw.auth(key))).status_code == 429 and time.time() < deadline:
         time.sleep(0.25)
     assert r.status_code == 200  # the slot came back when the stream ended
+
+
+def test_limit_windows_reset_at_utc_midnight_monday_and_the_first():
+    from datetime import datetime, timezone
+
+    from audiorouter.store.keys import EPOCH, next_reset, window_start
+    t = datetime(2026, 11, 21, 15, 30, tzinfo=timezone.utc)  # a Saturday
+    assert window_start("daily", t) == datetime(2026, 11, 21, tzinfo=timezone.utc)
+    assert window_start("weekly", t) == datetime(2026, 11, 16, tzinfo=timezone.utc)  # Monday
+    assert window_start("monthly", t) == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert window_start(None, t) == EPOCH and next_reset(None, t) is None
+    assert next_reset("daily", t) == datetime(2026, 11, 22, tzinfo=timezone.utc)
+    assert next_reset("weekly", t) == datetime(2026, 11, 23, tzinfo=timezone.utc)
+    assert next_reset("monthly", datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)) == datetime(2027, 1, 1, tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from ..audio.decode import MAX_SECONDS, decode, wav_layout, wav_samples
-from ..audio.sniff import agrees
+from ..audio.sniff import agrees, sniff
 from ..core.types import Audio
 from ..providers.base import PreparedAudio
 
@@ -54,6 +54,20 @@ def _prepare_wav(audio: Audio, field: str) -> tuple[PreparedAudio, dict[str, str
     if audio.declared_format and not agrees(audio.declared_format, "wav"):
         headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as wav"
     return LazyPreparedAudio(audio.data, "wav", round(layout.duration, 3), field), headers
+
+
+def format_headers(audio: Audio) -> dict[str, str]:
+    """The format headers from the bytes' signature alone (no decode), for answers that skip decoding
+    (a transcript cache hit)."""
+    detected = sniff(audio.data, signatures_only=audio.declared_format == "pcm")
+    if detected is None and audio.declared_format == "pcm":
+        detected = "pcm"
+    if detected is None:
+        return {}
+    headers = {"X-Audio-Format-Detected": detected}
+    if audio.declared_format and not agrees(audio.declared_format, detected):
+        headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as {detected}"
+    return headers
 
 
 async def prepare(audio: Audio, field: str) -> tuple[PreparedAudio, dict[str, str]]:

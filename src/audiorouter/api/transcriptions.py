@@ -41,8 +41,6 @@ async def open_job(request: Request, req, field: str) -> TranscriptionJob:
         req.audio.data, hint = await fetch_audio(url, svc.settings)
         req.audio.declared_format = req.audio.declared_format or hint
         field = "input_audio.url"
-    if req.response_format in ("srt", "vtt") and not req.want_words:
-        req.timestamp_granularities = [*req.timestamp_granularities, "word"]  # cues from word timings
     if req.extra.get("stream") and req.response_format not in ("json", "text"):
         raise InvalidRequest(f"stream: streaming sends text events; use response_format json or text, not "
                              f"{req.response_format}", param="stream")

@@ -64,6 +64,7 @@ class StreamEncoder:
         self._header_sent = False
         self._known_length = known_length
         self._pts = 0
+        self._muxed = False
         if fmt in ("pcm", "wav"):
             return
         container_fmt, codec, out_rate = _CODECS[fmt]
@@ -98,6 +99,7 @@ class StreamEncoder:
         self._pts += samples.size
         for packet in self._stream.encode(frame):
             self._out.mux(packet)
+            self._muxed = True
         return self._sink.take()
 
     def close(self) -> bytes:
@@ -107,6 +109,8 @@ class StreamEncoder:
             return b"" if self._header_sent else wav_header(self.rate, self._known_length or 0)
         for packet in self._stream.encode(None):
             self._out.mux(packet)
+        if not self._muxed:  # no audio at all: still a valid (empty) file, not zero bytes
+            self._out.start_encoding()
         self._out.close()
         return self._sink.take()
 

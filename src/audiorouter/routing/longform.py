@@ -68,10 +68,13 @@ def chunk_plan(router: Router, req: TranscriptionRequest, settings: Any) -> Chun
         if lim.max_bytes:  # chunks are re-encoded (FLAC, else WAV): the WAV size is the worst case
             limit = min(limit, max(5.0, (lim.max_bytes * 0.95 - 4096) / WAV_BYTES_PER_SECOND))
     first = cands[0]
+    local = first.endpoint.provider == "local"
     conc = int(getattr(settings, "chunk_concurrency", 0) or 0)
     if conc <= 0:
-        conc = max(1, int(getattr(settings, "workers", 2)) // 2) if first.endpoint.provider == "local" else 4
-    context = bool(getattr(settings, "chunk_context", True)) and first.endpoint.capabilities.prompt
+        conc = max(1, int(getattr(settings, "workers", 2))) if local else 4
+    # The local engine applies a prompt to every 30 s window it decodes (it batches windows, it does not
+    # chain them), so a chunk's text as prompt would bias the whole next chunk: measured worse, not better.
+    context = bool(getattr(settings, "chunk_context", True)) and first.endpoint.capabilities.prompt and not local
     return ChunkPlan(cands, route.ignored_params, limit, conc, context)
 
 
@@ -237,6 +240,10 @@ class TranscriptionJob:
         self.chunks: list[Chunk] = []
         self.duration: float | None = None
         self.digest: str | None = None
+        # srt/vtt cues are better from word timings: ask for them, but a cached transcript without is fine
+        self.words_optional = req.response_format in ("srt", "vtt") and not req.want_words
+        if self.words_optional:
+            req.timestamp_granularities = [*req.timestamp_granularities, "word"]
 
     # ---- step 1 ----------------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -250,6 +257,8 @@ class TranscriptionJob:
                     self.hit = await self._lookup()
                 self.headers["X-Cache"] = "HIT" if self.hit else ("MISS" if self.cache_mode == USE else "BYPASS")
                 if self.hit:
+                    from ..api.audio_input import format_headers
+                    self.headers.update(format_headers(self.req.audio))
                     self.duration = self.hit.transcript.duration
                     self.headers["X-Audio-Duration"] = f"{self.duration or 0.0:.3f}"
                     return
@@ -470,9 +479,12 @@ class TranscriptionJob:
         return cache_key(self.digest or "", self.req, words=words, namespace=self.namespace)
 
     async def _lookup(self) -> TranscriptionResult | None:
-        keys = [self._key(self.req.want_words)]
-        if not self.req.want_words:  # an entry with word timings serves a request without them too
-            keys.append(self._key(True))
+        if self.words_optional:
+            keys = [self._key(True), self._key(False)]
+        elif self.req.want_words:
+            keys = [self._key(True)]
+        else:  # an entry with word timings serves a request without them too
+            keys = [self._key(False), self._key(True)]
         for key in keys:
             entry = await self.cache.get(key)
             if entry is None:
