@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +33,12 @@ class ServerProcess:
         # providers (tests never touch the internet) or change behaviour.
         base = {k: v for k, v in os.environ.items()
                 if not (k.endswith("_API_KEY") or k.startswith("AUDIOROUTER_") or k == "GOOGLE_ACCESS_TOKEN")}
+        # Each test server gets its own data dir (SQLite ledger, keys) unless the test shares one on purpose.
+        data_dir = tempfile.mkdtemp(prefix="audiorouter-data-", dir=tmp)
         self.env = {**base, "AUDIOROUTER_CACHE_DIR": str(Path.home() / ".cache" / "audiorouter"),
-                    **(env or {})}
+                    "AUDIOROUTER_DATA_DIR": data_dir,
+                    # and its own transcript cache, so no test is answered from another test's cache
+                    "AUDIOROUTER_CACHE_PATH": os.path.join(data_dir, "transcripts.db"), **(env or {})}
         self.args = args or []
         self.proc: subprocess.Popen | None = None
         self.log_path = (tmp or Path("/tmp")) / f"audiorouter-{self.port}.log"
