@@ -248,7 +248,7 @@ def write(res: dict) -> Path:
             L += ["", f"![local engines]({name})"]
         L.append("")
     if res.get("before_after"):
-        L += res["before_after"]
+        L += res["before_after"] + [""]
     L += targets_section(res)
     out = DOCS / "benchmarks.md"
     out.write_text("\n".join(L) + "\n")

@@ -24,7 +24,7 @@ from fakes.openai_fake import OpenAIFake
 from fakes.runner import probe
 from wer import wer
 
-CHUNK_SECONDS = 40  # deliberately small: a 4+ minute file becomes 7+ chunks
+CHUNK_SECONDS = 20  # deliberately small: a 4+ minute file becomes 12+ chunks
 GAP_S = 0.6
 MIN_TOTAL_S = 245.0
 

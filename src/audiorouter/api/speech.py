@@ -20,18 +20,28 @@ from .generations import track
 from .parsing import parse_json, read_body, speech_from_json
 
 router = APIRouter()
+ENCODE_SLICE_S = 0.25  # seconds of audio per encoder call for mp3/opus/aac/flac output
 
 
 async def encoded(result: SpeechResult, fmt: str) -> AsyncIterator[bytes]:
     stream = result.stream
     if stream.encoding == "f32":
         enc = StreamEncoder(fmt, stream.rate)
+        # Compressed formats are fed a fraction of a second at a time: the first bytes leave after a few ms of
+        # encoding instead of a whole sentence's worth, and the event loop is never held for long.
+        step = max(1, int(stream.rate * ENCODE_SLICE_S)) if fmt not in ("pcm", "wav") else 0
         async for chunk in result.chunks():
             if chunk is None:
                 continue
-            out = enc.feed(chunk)
-            if out:
-                yield out
+            if not step or len(chunk) <= step:
+                out = enc.feed(chunk)
+                if out:
+                    yield out
+                continue
+            for i in range(0, len(chunk), step):
+                out = enc.feed(chunk[i:i + step])
+                if out:
+                    yield out
         tail = enc.close()
         if tail:
             yield tail

@@ -44,6 +44,11 @@ async def transcode_stream(chunks: AsyncIterator[bytes], src: str, rate: int, ds
     async for chunk in chunks:
         if chunk:
             buf += chunk
+    if not buf:  # the provider sent no audio: an empty but well-formed file of the asked format
+        tail = StreamEncoder(dst, rate).close()
+        if tail:
+            yield tail
+        return
     samples, native = decode_native(bytes(buf))
     enc = StreamEncoder(dst, native)
     yield enc.feed(samples) + enc.close()

@@ -63,7 +63,12 @@ class _Conn(asyncio.Protocol):
             self.started.set_exception(httpx.RemoteProtocolError("the upstream closed the connection before "
                                                                  "answering"))
         elif self.body is not None and not self.done:
-            self.body.put_nowait(httpx.ReadError("the upstream closed the connection mid-answer"))
+            names = {k.lower() for k, _ in self.headers}
+            if b"content-length" not in names and b"transfer-encoding" not in names:
+                self.done, self.keep_alive = True, False  # a body delimited by the end of the connection
+                self.body.put_nowait(None)
+            else:
+                self.body.put_nowait(httpx.ReadError("the upstream closed the connection mid-answer"))
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(httpx.WriteError("the upstream closed the connection"))
 

@@ -156,7 +156,9 @@ class WhisperEngine:
 
         def window(i: int, lang: str | None) -> _Window:
             audio, meta = windows[i]
-            return _Window(self._features(audio), float(meta["offset"]), float(meta["duration"]), task, lang, prompt)
+            # like faster-whisper without condition_on_previous_text: the prompt conditions the first window only
+            return _Window(self._features(audio), float(meta["offset"]), float(meta["duration"]), task, lang,
+                           prompt if i == 0 else None)
 
         # The first window decides the language when none was given (as Whisper does with the first 30 s);
         # the others are queued together once it is known, and all of them batch with other requests' windows.
@@ -198,7 +200,7 @@ class WhisperEngine:
                 if dur - done_to < TAIL_REDECODE_S:
                     break
                 tail = _Window(self._features(audio[int(done_to * SAMPLE_RATE):]), off + done_to, dur - done_to,
-                               task, lang, prompt)
+                               task, lang, None)
                 self._submit([tail])
                 more = tail.future.result()
                 if not more.segments:

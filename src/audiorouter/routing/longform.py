@@ -69,6 +69,8 @@ def chunk_plan(router: Router, req: TranscriptionRequest, settings: Any) -> Chun
             limit = min(limit, max(5.0, (lim.max_bytes * 0.95 - 4096) / WAV_BYTES_PER_SECOND))
     first = cands[0]
     local = first.endpoint.provider == "local"
+    if local and getattr(settings, "local_chunk_seconds", 0) and getattr(settings, "chunk_seconds", 0):
+        limit = min(limit, float(settings.local_chunk_seconds))
     conc = int(getattr(settings, "chunk_concurrency", 0) or 0)
     if conc <= 0:
         conc = max(1, int(getattr(settings, "workers", 2))) if local else 4
