@@ -280,3 +280,17 @@ def test_damaged_files_never_break_the_server(client, case):
         assert err["metadata"]["param"] == "input_audio.data", err
     else:
         assert "x-audio-format-detected" in r.headers
+
+
+def test_part_content_type_is_the_hint_when_the_name_has_none(client, jfk):
+    """Browsers upload MediaRecorder output as "blob" with the type on the part."""
+    data = make_audio(jfk, "webm")
+    r = client.post("/v1/audio/transcriptions", data={"model": MODEL, "language": "en"},
+                    files={"file": ("blob", data, "audio/webm;codecs=opus")}, headers=NO_STORE)
+    assert_jfk(r)
+    assert r.headers["x-audio-format-detected"] == "webm"
+    assert "x-audio-format-mismatch" not in r.headers
+    r = client.post("/v1/audio/transcriptions", data={"model": MODEL, "language": "en"},
+                    files={"file": ("blob", data, "audio/mpeg")}, headers=NO_STORE)
+    assert_jfk(r)
+    assert r.headers["x-audio-format-mismatch"] == "declared mp3, decoded as webm"

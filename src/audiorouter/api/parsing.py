@@ -396,8 +396,9 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
             if not isinstance(fmt_field, str):
                 raise InvalidRequest(f"format: expected a string, got {_kind(fmt_field)}", param="format")
             declared = _declared_format(fmt_field, content, "format")
-        else:  # a file name's extension is only a hint: unknown ones ("blob", ".bin") mean "detect"
-            declared = ext if known(ext) else None
+        else:  # the file name's extension, else the part's Content-Type; unknown ones ("blob") mean "detect"
+            ctype = canonical(up.content_type) if up.content_type else None
+            declared = ext if known(ext) else (ctype if known(ctype) else None)
         return _common(data, model, Audio(content, declared_format=declared, filename=name), task)
     finally:
         await form.close()

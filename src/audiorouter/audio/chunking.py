@@ -219,6 +219,11 @@ def _decode_into(data: bytes, detected: str | None, declared: str | None, spool:
         if not streams:
             raise dec._bad(field, "the file has no audio stream")
         stream = streams[0]
+        try:
+            stream.rate  # noqa: B018 - PyAV has no codec context for an unknown codec or a corrupt header
+        except AttributeError:
+            raise dec._bad(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt "
+                                  "header?)") from None
         fmt = detected or dec._container_name(container)
         declared_s = dec._declared_seconds(container, stream)
         if declared_s is not None and declared_s > limit * 1.05:

@@ -161,7 +161,11 @@ def _decode_open(container, detected: str | None, field: str, limit: float, what
     if not streams:
         raise _bad(field, "the file has no audio stream")
     stream = streams[0]
-    rate, channels = stream.rate, stream.channels
+    try:
+        rate, channels = stream.rate, stream.channels
+    except AttributeError:  # PyAV has no codec context for it: an unknown codec or a corrupt header
+        raise _bad(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt header?)") \
+            from None
     fmt = detected or _container_name(container)
     declared_s = _declared_seconds(container, stream)
     if declared_s is not None and declared_s > limit * 1.05:

@@ -34,7 +34,7 @@ PCM_RATE = 24000
 class MistralProvider(OpenAICompatibleProvider):
     key_required = True
     default_input_formats = None  # Mistral decodes the common containers itself
-    reserved_options = frozenset({"file", "model", "file_url", "file_id", "stream"})
+    reserved_options = frozenset({"file", "model", "file_url", "file_id", "stream", "response_format"})
 
     # ---- transcription ----------------------------------------------------------------------------
     def transcription_fields(self, req: TranscriptionRequest, endpoint, options: dict[str, Any]) -> dict[str, Any]:

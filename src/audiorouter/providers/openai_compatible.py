@@ -186,7 +186,7 @@ class OpenAICompatibleProvider(HTTPProvider):
     granularity_field = "timestamp_granularities[]"
     speech_pcm_rate = 24000
     default_input_formats: tuple[str, ...] | None = None  # used when the catalog endpoint lists none
-    reserved_options = frozenset({"file", "model"})
+    reserved_options = frozenset({"file", "model", "response_format", "stream", "stream_format"})
 
     # ---- availability, auth, errors ---------------------------------------------------------------
     def available(self) -> bool:

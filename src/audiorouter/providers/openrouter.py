@@ -29,7 +29,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     key_required = True
     default_input_formats = INPUT_FORMATS
     upstream_formats = ("json", "verbose_json")
-    reserved_options = frozenset({"model", "input_audio"})
+    reserved_options = frozenset({"model", "input_audio", "response_format"})
 
     def headers(self) -> dict[str, str]:
         h = super().headers()

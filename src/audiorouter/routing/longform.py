@@ -30,9 +30,9 @@ import numpy as np
 
 from ..audio.chunking import (WAV_BYTES_PER_SECOND, Chunk, PcmSpool, decode_to_spool, plan_chunks,
                               probe_duration, s16_to_float)
-from ..audio.sniff import agrees, sniff
+from ..audio.sniff import agrees
 from ..cache import OFF, REFRESH, USE, TranscriptCache, audio_digest, cache_key
-from ..core.errors import GatewayError, InvalidRequest, Overloaded, UpstreamError
+from ..core.errors import GatewayError, Overloaded, UpstreamError
 from ..core.types import Audio, Segment, SpeechRequest, Transcript, TranscriptionRequest, Usage, Word
 from ..providers.base import PreparedAudio, SpeechStream
 from .pricing import estimate_text_tokens, speech_cost, transcription_cost
@@ -284,17 +284,15 @@ class TranscriptionJob:
             spool = await asyncio.to_thread(PcmSpool.from_samples, prepared.samples, tmp)
             del prepared
         else:
-            detected = sniff(audio.data)
-            audio.detected_format = detected
-            if detected:
-                self.headers["X-Audio-Format-Detected"] = detected
-            if detected and audio.declared_format and not agrees(audio.declared_format, detected):
-                self.headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as {detected}"
             spool, fmt = await asyncio.to_thread(decode_to_spool, audio.data, audio.declared_format,
                                                  field=self.field, directory=tmp)
+            audio.detected_format = fmt
+            self.headers["X-Audio-Format-Detected"] = fmt
+            if audio.declared_format and not agrees(audio.declared_format, fmt):
+                self.headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as {fmt}"
             if spool.duration <= limit:
                 samples = await asyncio.to_thread(spool.read_float, 0, spool.n_samples)
-                self.prepared = PreparedAudio(audio.data, detected or fmt, samples, spool.duration)
+                self.prepared = PreparedAudio(audio.data, fmt, samples, round(spool.duration, 3))
                 self.duration = spool.duration
                 spool.close()
                 return

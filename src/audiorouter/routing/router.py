@@ -527,6 +527,8 @@ class Router:
             status = 504
         elif statuses and all(s == 503 for s in statuses):
             status = 503
+        elif statuses and all(s == 413 for s in statuses):
+            status = 413  # the audio fits no endpoint, even re-encoded
         elif not statuses:
             status = last.status
         else:
