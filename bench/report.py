@@ -98,7 +98,8 @@ def plot_gateways(gw: dict) -> list[str]:
             axes[0][col].set_title(KIND_TITLES[kind], fontsize=10)
             axes[0][col].set_yscale("log")
             axes[0][col].set_ylabel("p50 latency (ms, log)")
-            axes[1][col].set_ylabel("requests / s")
+            axes[1][col].set_yscale("log")
+            axes[1][col].set_ylabel("requests / s (log)")
             for r in (0, 1):
                 axes[r][col].set_xscale("log", base=2)
                 axes[r][col].set_xlabel("concurrent connections")
@@ -173,6 +174,11 @@ def write(res: dict) -> Path:
             L += [f"![gateway overhead]({f})", ""]
         if gw.get("notes"):
             L += ["Notes from the run:", ""] + [f"- {n}" for n in gw["notes"]] + [""]
+            if any(n.startswith("portkey speech") for n in gw["notes"]):
+                L += ["Portkey's speech route fails on its own: its log shows `TypeError: immutable` from "
+                      "`updateHeaders` (it appends headers to the upstream fetch response, whose headers are "
+                      "immutable under Node 20's undici), with chunked and with Content-Length answers alike. "
+                      "So there is no Portkey speech figure and no speech ratio against it.", ""]
         res["verdict_gateways"] = {f"{k[0]}@{k[1]}ms": v for k, v in verdict.items()}
     big = res.get("big_payload")
     if big:

@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short runs, one repetition")
     ap.add_argument("--only", default="gateways,big,local")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--merge", action="store_true", help="update the sections run in the last results.json")
     a = ap.parse_args()
     quick = a.quick or os.environ.get("BENCH_QUICK") == "1"
     only = set(a.only.split(","))
@@ -111,6 +112,12 @@ def main() -> None:
                                          tts_reps=5 if quick else 15, threads=os.cpu_count() or 1, log=log,
                                          before_after_clips=8 if quick else 12)
     m["took_min"] = (time.time() - started) / 60
+    last = WORK / "results.json"
+    if a.merge and last.exists():
+        old = json.loads(last.read_text())
+        old.update({k: v for k, v in res.items() if k != "meta"})
+        old["meta"]["took_min"] = old["meta"].get("took_min", 0) + m["took_min"]
+        res = old
     (WORK / "results.json").write_text(json.dumps(res, indent=1, default=str))
     if not a.no_report:
         import report
