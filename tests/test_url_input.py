@@ -96,7 +96,7 @@ def gateway(tmp_path_factory, name, **env):
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
-    s = gateway(tmp_path_factory, "url-strict")
+    s = gateway(tmp_path_factory, "url-strict", AUDIOROUTER_PRELOAD="false")  # it never transcribes
     yield s
     s.stop()
 

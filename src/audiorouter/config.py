@@ -57,9 +57,9 @@ class Settings(BaseSettings):
     # split at silences and the chunks transcribed `chunk_concurrency` at a time (0 = local workers, or 4
     # for upstream providers); each chunk gets the previous chunk's text as prompt where supported
     chunk_seconds: float = 180.0
-    # the local engine decodes 30 s windows: pieces cut at pauses that fit one window decode completely
-    # (no window seams inside a chunk) and batch with other requests' windows
-    local_chunk_seconds: float = 25.0
+    # the local engine decodes <= 30 s windows and batches them: chunks of two windows, cut at pauses, keep
+    # memory flat at ~90 % of whole-file throughput (measured; 25 s chunks: ~70 %), same accuracy
+    local_chunk_seconds: float = 55.0
     chunk_concurrency: int = 0
     chunk_context: bool = True
     tmp_dir: str | None = None  # where decoded long audio is spilled (default: the system temp dir)

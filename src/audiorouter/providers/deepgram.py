@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, map_transport_error, raise_for_upstream
+from .http import HTTPProvider, raise_for_upstream
 
 CONTENT_TYPES = {
     "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
@@ -96,7 +96,7 @@ class DeepgramProvider(HTTPProvider):
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.api_key}"}
 
-    def _error(self, resp: httpx.Response) -> GatewayError:
+    def upstream_error(self, resp: httpx.Response) -> GatewayError:
         """Deepgram's envelope: {"err_code", "err_msg", "request_id"} (or {"category", "message"})."""
         try:
             raise_for_upstream(self.slug, resp)
@@ -113,10 +113,6 @@ class DeepgramProvider(HTTPProvider):
                 e.args = (e.message,)
             return e
         return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
-                             metadata={"provider_name": self.slug})
-
-    def _malformed(self, why: str) -> UpstreamError:
-        return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
                              metadata={"provider_name": self.slug})
 
     # ---- transcription ---------------------------------------------------------------------------------
@@ -156,13 +152,8 @@ class DeepgramProvider(HTTPProvider):
         else:  # a container we could decode but cannot name: send FLAC made from the decoded samples
             from ..audio.encode import encode_all
             data, ctype = await asyncio.to_thread(encode_all, audio.samples, "flac", 16000), "audio/flac"
-        try:
-            resp = await self.client.post(self.url("listen"), params=params, content=data,
-                                          headers={**self.auth, "Content-Type": ctype})
-        except httpx.HTTPError as e:
-            raise map_transport_error(self.slug, e) from None
-        if not resp.is_success:
-            raise self._error(resp)
+        resp = await self.post_checked(self.url("listen"), params=params, content=data,
+                                       headers={**self.auth, "Content-Type": ctype})
         try:
             body = resp.json()
             return self.parse(body, diarize=bool(req.extra.get("diarize")), fallback_language=req.language)
@@ -212,35 +203,8 @@ class DeepgramProvider(HTTPProvider):
         return f"{upstream_model}-{v}" if "-" in v else f"{upstream_model}-{v}-en"
 
     async def _open(self, params: dict[str, str], text: str) -> httpx.Response:
-        request = self.client.build_request("POST", self.url("speak"), params=params, json={"text": text},
-                                            headers=self.auth)
-        try:
-            resp = await self.client.send(request, stream=True)
-        except httpx.HTTPError as e:
-            raise map_transport_error(self.slug, e) from None
-        if not resp.is_success:
-            try:
-                await resp.aread()
-            except httpx.HTTPError as e:
-                raise map_transport_error(self.slug, e) from None
-            finally:
-                await resp.aclose()
-            raise self._error(resp)
-        ctype = resp.headers.get("content-type", "").lower()
-        if not (ctype.startswith("audio/") or ctype.startswith("application/octet-stream")):
-            await resp.aclose()
-            raise self._malformed(f"expected audio, got Content-Type {ctype or 'none'!r}")
-        return resp
-
-    async def _drain(self, resp: httpx.Response) -> AsyncIterator[bytes]:
-        try:
-            async for b in resp.aiter_bytes():
-                if b:
-                    yield b
-        except httpx.HTTPError as e:
-            raise map_transport_error(self.slug, e) from None
-        finally:
-            await resp.aclose()
+        return await self.open_audio_stream(self.client.build_request(
+            "POST", self.url("speak"), params=params, json={"text": text}, headers=self.auth))
 
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         model = self.voice_model(endpoint.upstream_model, voice)
@@ -255,11 +219,11 @@ class DeepgramProvider(HTTPProvider):
 
         async def chunks():
             total = 0
-            async for b in self._drain(first):
+            async for b in self.drain(first, require_audio=False):
                 total += len(b)
                 yield b
             for text in pieces[1:]:
-                async for b in self._drain(await self._open(params, text)):
+                async for b in self.drain(await self._open(params, text), require_audio=False):
                     total += len(b)
                     yield b
             if total == 0:

@@ -25,7 +25,7 @@ import httpx
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, map_transport_error, raise_for_upstream
+from .http import HTTPProvider, raise_for_upstream
 
 MIME = {
     "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
@@ -135,7 +135,7 @@ class ElevenLabsProvider(HTTPProvider):
     def auth(self) -> dict[str, str]:
         return {"xi-api-key": self.api_key or ""}
 
-    def _error(self, resp: httpx.Response) -> GatewayError:
+    def upstream_error(self, resp: httpx.Response) -> GatewayError:
         """ElevenLabs' envelope: {"detail": {"status", "message"}} or, for validation, {"detail": [{"loc", "msg"}]}."""
         code = None
         detail_msg = None
@@ -162,10 +162,6 @@ class ElevenLabsProvider(HTTPProvider):
             e.args = (e.message,)
             return e
         return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
-                             metadata={"provider_name": self.slug})
-
-    def _malformed(self, why: str) -> UpstreamError:
-        return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
                              metadata={"provider_name": self.slug})
 
     # ---- speech-to-text ----------------------------------------------------------------------------------
@@ -210,12 +206,7 @@ class ElevenLabsProvider(HTTPProvider):
         fmt = audio.format or "bin"
         name = audio_filename(audio, fmt)
         files = {"file": (name, audio.data, MIME.get(fmt, "application/octet-stream"))}
-        try:
-            resp = await self.client.post(self.url("speech-to-text"), data=form, files=files, headers=self.auth)
-        except httpx.HTTPError as e:
-            raise map_transport_error(self.slug, e) from None
-        if not resp.is_success:
-            raise self._error(resp)
+        resp = await self.post_checked(self.url("speech-to-text"), data=form, files=files, headers=self.auth)
         try:
             return self.parse(resp.json(), diarize=bool(req.extra.get("diarize")), fallback_language=req.language)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
@@ -273,40 +264,9 @@ class ElevenLabsProvider(HTTPProvider):
         else:
             output_format, encoding, rate = "pcm_24000", "pcm", 24000
         url = self.url(f"text-to-speech/{quote(voice, safe='')}/stream")
-        request = self.client.build_request("POST", url, params={"output_format": output_format}, json=body,
-                                            headers=self.auth)
-        try:
-            resp = await self.client.send(request, stream=True)
-        except httpx.HTTPError as e:
-            raise map_transport_error(self.slug, e) from None
-        if not resp.is_success:
-            try:
-                await resp.aread()
-            except httpx.HTTPError as e:
-                raise map_transport_error(self.slug, e) from None
-            finally:
-                await resp.aclose()
-            raise self._error(resp)
-        ctype = resp.headers.get("content-type", "").lower()
-        if not (ctype.startswith("audio/") or ctype.startswith("application/octet-stream")):
-            await resp.aclose()
-            raise self._malformed(f"expected audio, got Content-Type {ctype or 'none'!r}")
-
-        async def chunks():
-            total = 0
-            try:
-                async for b in resp.aiter_bytes():
-                    if b:
-                        total += len(b)
-                        yield b
-            except httpx.HTTPError as e:
-                raise map_transport_error(self.slug, e) from None
-            finally:
-                await resp.aclose()
-            if total == 0:
-                raise self._malformed("empty audio")
-
-        return SpeechStream(chunks(), encoding, rate)
+        resp = await self.open_audio_stream(self.client.build_request(
+            "POST", url, params={"output_format": output_format}, json=body, headers=self.auth))
+        return SpeechStream(self.drain(resp), encoding, rate)
 
 
 def audio_filename(audio: PreparedAudio, fmt: str) -> str:

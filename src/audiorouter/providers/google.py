@@ -38,7 +38,7 @@ import numpy as np
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, map_transport_error, raise_for_upstream
+from .http import HTTPProvider, raise_for_upstream
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
 SAMPLE_RATE = 16000            # PreparedAudio.samples
@@ -160,7 +160,7 @@ class GoogleProvider(HTTPProvider):
         return h
 
     # ---- HTTP ------------------------------------------------------------------------------------------
-    def _upstream_error(self, resp: httpx.Response) -> GatewayError:
+    def upstream_error(self, resp: httpx.Response) -> GatewayError:
         """Google's envelope is {"error": {"code", "message", "status", "details": [{"reason"}]}}. An invalid
         API key comes back as 400 INVALID_ARGUMENT / API_KEY_INVALID: that is our fault, not the client's."""
         status_name, reasons = "", set()
@@ -185,12 +185,7 @@ class GoogleProvider(HTTPProvider):
                              metadata={"provider_name": self.slug})
 
     async def _post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        try:
-            resp = await self.client.post(url, json=body, headers=headers)
-        except httpx.HTTPError as e:
-            raise map_transport_error(self.slug, e) from None
-        if not resp.is_success:
-            raise self._upstream_error(resp)
+        resp = await self.post_checked(url, json=body, headers=headers)
         try:
             data = resp.json()
         except ValueError:
@@ -198,10 +193,6 @@ class GoogleProvider(HTTPProvider):
         if not isinstance(data, dict):
             raise self._malformed("expected a JSON object")
         return data
-
-    def _malformed(self, why: str) -> UpstreamError:
-        return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
-                             metadata={"provider_name": self.slug})
 
     # ---- Speech-to-Text v2 -----------------------------------------------------------------------------
     def _language_codes(self, req: TranscriptionRequest, options: dict[str, Any]) -> list[str]:

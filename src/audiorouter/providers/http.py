@@ -2,11 +2,11 @@
 one mapping from upstream failures to neutral errors (which the router retries or falls back on)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 
-from ..core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from ..core.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
 from .base import ProviderAdapter
 from .fasthttp import FastTransport
 
@@ -95,3 +95,68 @@ class HTTPProvider(ProviderAdapter):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    # ---- shared request plumbing (adapters override the hooks for their provider's envelope) ----------
+    def transport_error(self, e: httpx.HTTPError) -> UpstreamError:
+        return map_transport_error(self.slug, e)
+
+    def upstream_error(self, resp: httpx.Response) -> GatewayError:
+        """The error a non-2xx answer maps to."""
+        try:
+            raise_for_upstream(self.slug, resp)
+        except GatewayError as e:
+            return e
+        return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
+                             metadata={"provider_name": self.slug})
+
+    def _malformed(self, why: str) -> UpstreamError:
+        return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
+                             metadata={"provider_name": self.slug})
+
+    async def post_checked(self, url: str, **kw: Any) -> httpx.Response:
+        """POST and read the whole answer; a transport failure or a non-2xx raises the mapped error."""
+        try:
+            resp = await self.client.post(url, **kw)
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        if not resp.is_success:
+            raise self.upstream_error(resp)
+        return resp
+
+    async def open_audio_stream(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` and return the response with its body unread. A non-2xx is read (for its error
+        text), closed and raised as upstream_error; a transport failure at either step as transport_error;
+        a 2xx that is not audio (audio/* or application/octet-stream) is closed and raised as malformed."""
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        if not resp.is_success:
+            try:
+                await resp.aread()
+            except httpx.HTTPError as e:
+                raise self.transport_error(e) from None
+            finally:
+                await resp.aclose()
+            raise self.upstream_error(resp)
+        ctype = resp.headers.get("content-type", "").lower()
+        if not (ctype.startswith("audio/") or ctype.startswith("application/octet-stream")):
+            await resp.aclose()
+            raise self._malformed(f"expected audio, got Content-Type {ctype or 'none'!r}")
+        return resp
+
+    async def drain(self, resp: httpx.Response, *, require_audio: bool = True) -> AsyncIterator[bytes]:
+        """The non-empty chunks of a streamed body, closing it at the end; with require_audio, a body that
+        carried no bytes at all is malformed."""
+        got = False
+        try:
+            async for b in resp.aiter_bytes():
+                if b:
+                    got = True
+                    yield b
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        finally:
+            await resp.aclose()
+        if require_audio and not got:
+            raise self._malformed("empty audio")

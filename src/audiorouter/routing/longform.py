@@ -9,10 +9,11 @@ Transcription, step by step (TranscriptionJob):
    one router call). Longer audio is decoded frame by frame to int16 PCM spilled to a temporary file (never
    float32 for the whole file) and cut at silences into chunks that every candidate accepts: at most
    AUDIOROUTER_CHUNK_SECONDS, and within each endpoint's limits.max_seconds / max_bytes.
-2. run(): chunks go to Router.transcribe (so fallbacks and attempts work per chunk) `concurrency` at a time,
-   as contiguous stripes: inside a stripe chunks run in order and each gets the previous chunk's text as
-   its prompt (where the endpoint takes prompts); stripes run in parallel. The first chunk runs first when
-   no language was given, and its detected language is pinned for the rest, as Whisper does for one file.
+2. run(): chunks go to Router.transcribe (so fallbacks and attempts work per chunk) `concurrency` at a time.
+   Where the endpoint takes prompts (not the local engine: it applies a prompt to every window it decodes),
+   chunks run as contiguous stripes: inside a stripe in order, each with the previous chunk's text as its
+   prompt; stripes in parallel. Otherwise from one queue in file order. The first chunk runs first when no
+   language was given, and its detected language is pinned for the rest, as Whisper does for one file.
    Segment and word timestamps are shifted by the chunk's offset, clamped to it and kept monotonic; usage
    and cost are the sums over chunks.
 3. With a text sink (stream=true), text is emitted in order as it is final: per segment from the local
@@ -358,10 +359,13 @@ class TranscriptionJob:
     async def _chunked(self, on_text: TextSink | None) -> TranscriptionResult:
         req, plan, chunks = self.req, self.plan, self.chunks
         n = len(chunks)
-        # with prompt context, a stripe should be long enough for the context to matter
-        k = max(1, min(plan.concurrency, n if not plan.context else max(1, n // MIN_STRIPE)))
-        bounds = [round(i * n / k) for i in range(k + 1)]
-        stripes = [list(range(bounds[i], bounds[i + 1])) for i in range(k) if bounds[i + 1] > bounds[i]]
+        if plan.context:  # contiguous stripes, each long enough for the context to matter, run in parallel
+            k = max(1, min(plan.concurrency, n // MIN_STRIPE))
+            bounds = [round(i * n / k) for i in range(k + 1)]
+            lanes: list = [iter(range(bounds[i], bounds[i + 1])) for i in range(k) if bounds[i + 1] > bounds[i]]
+        else:  # one queue in file order: text streams steadily and the load stays balanced
+            shared = iter(range(n))
+            lanes = [shared] * max(1, min(plan.concurrency, n))
         results: list[TranscriptionResult | None] = [None] * n
         language = req.language
         language_known = asyncio.Event()
@@ -371,10 +375,10 @@ class TranscriptionJob:
         ordered = OrderedText(n, on_text, lambda: "" if language in NO_SPACE_LANGUAGES else " ") if on_text else None
         extra = {k2: v for k2, v in req.extra.items() if k2 != "stream"}
 
-        async def stripe(indices: list[int]) -> None:
+        async def lane(indices) -> None:
             nonlocal language
             previous: str | None = None
-            for i in indices:
+            for i in indices:  # (a shared iterator hands each index to one lane only)
                 if i != 0:
                     await language_known.wait()
                 prompt = compose_prompt(req.prompt, previous) if plan.context else req.prompt
@@ -394,8 +398,8 @@ class TranscriptionJob:
 
         try:
             async with asyncio.TaskGroup() as tg:
-                for s in stripes:
-                    tg.create_task(stripe(s))
+                for it in lanes:
+                    tg.create_task(lane(it))
         except BaseExceptionGroup as eg:
             first = _first_error(eg)
             raise first from None
