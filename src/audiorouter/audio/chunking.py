@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from ..core.errors import InvalidRequest
+from .decode import MonoResampler, decode_into
 from .sniff import known, sniff
 
 RATE = 16000
@@ -115,40 +116,26 @@ def probe_duration(data: bytes, declared: str | None = None) -> float | None:
         container.close()
 
 
-class _SpoolWriter:
-    """Frames of any format/layout/rate -> int16 mono 16 kHz in the spool, ~10 s at a time; re-creates the
-    resampler when the stream changes shape midway."""
+class _SpoolWriter(MonoResampler):
+    """int16 mono 16 kHz into the spool, ~10 s at a time."""
+
+    sample_format = "s16"
 
     def __init__(self, spool: PcmSpool):
+        super().__init__()
         self.spool = spool
-        self._key = None
-        self._rs: av.AudioResampler | None = None
         self._pending: list[np.ndarray] = []
         self._size = 0
-        self.n = 0
 
-    def _take(self, frames) -> None:
-        for out in frames:
-            a = out.to_ndarray().reshape(-1)
-            self._pending.append(a)
-            self._size += len(a)
-            self.n += len(a)
+    def _emit(self, samples: np.ndarray) -> None:
+        self._pending.append(samples)
+        self._size += len(samples)
         if self._size >= RATE * 10:
             self.drain()
 
-    def feed(self, frame) -> None:
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if key != self._key:
-            self.flush()
-            self._rs = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-            self._key = key
-        self._take(self._rs.resample(frame))
-
     def flush(self) -> None:
-        if self._rs is not None:
-            self._take(self._rs.resample(None))
-            self._rs = None
-            self._key = None
+        super().flush()
+        self.drain()
 
     def drain(self) -> None:
         if self._pending:
@@ -202,75 +189,9 @@ def decode_to_spool(data: bytes, declared: str | None = None, *, field: str = "i
 
 def _decode_into(data: bytes, detected: str | None, declared: str | None, spool: PcmSpool, field: str,
                  limit: float) -> str:
-    from . import decode as dec
-    what = detected or (declared if known(declared) else None) or "any known audio format"
-    try:
-        container = dec._open(data, None)
-    except (av.FFmpegError, ValueError, OSError, EOFError) as first:
-        force = dec._FORCE.get(detected or "")
-        if force is None:
-            raise dec._bad(field, f"could not decode the audio as {what}: {dec._reason(first)}") from None
-        try:
-            container = dec._open(data, force)
-        except (av.FFmpegError, ValueError, OSError, EOFError) as e:
-            raise dec._bad(field, f"could not decode the audio as {what}: {dec._reason(e)}") from None
-    try:
-        streams = container.streams.audio
-        if not streams:
-            raise dec._bad(field, "the file has no audio stream")
-        stream = streams[0]
-        try:
-            stream.rate  # noqa: B018 - PyAV has no codec context for an unknown codec or a corrupt header
-        except AttributeError:
-            raise dec._bad(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt "
-                                  "header?)") from None
-        fmt = detected or dec._container_name(container)
-        declared_s = dec._declared_seconds(container, stream)
-        if declared_s is not None and declared_s > limit * 1.05:
-            raise dec._too_long(field, declared_s, limit)
-        out = _SpoolWriter(spool)
-        packets = bad = 0
-        demux_error: BaseException | None = None
-        last_error: BaseException | None = None
-        try:
-            for packet in container.demux(stream):
-                packets += 1
-                try:
-                    frames = packet.decode()
-                except (av.FFmpegError, ValueError) as e:
-                    bad += 1
-                    last_error = e
-                    continue
-                for frame in frames:
-                    out.feed(frame)
-                if out.n > limit * RATE:
-                    raise dec._too_long(field, out.n / RATE, limit)
-        except InvalidRequest:
-            raise
-        except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:  # the demuxer gave up
-            demux_error = e
-        try:
-            out.flush()
-        except (av.FFmpegError, ValueError):
-            bad += 1
-        out.drain()
-    finally:
-        container.close()
-    seconds = spool.duration
-    if spool.n_samples == 0:
-        if bad or demux_error is not None:
-            raise dec._bad(field, f"could not decode any audio as {what}: {dec._reason(demux_error or last_error)}")
-        raise dec._bad(field, "the audio decodes to no samples (the file holds no sound)")
-    if bad or demux_error is not None:
-        if bad > max(1, dec.MAX_BAD_PACKET_SHARE * packets):
-            raise dec._bad(field, f"the audio is corrupt: {bad} of {packets} packets could not be decoded")
-        if declared_s and seconds < 0.9 * declared_s - 0.5:
-            raise dec._bad(field, f"the audio is truncated or corrupt: the file says it lasts {declared_s:.2f} s "
-                                  f"but decoding stopped after {seconds:.2f} s")
-    return fmt
+    return decode_into(data, detected, declared, _SpoolWriter(spool), field, limit).format
 
 
-# ---- choosing cut points -------------------------------------------------------------------------------
 @dataclass
 class Chunk:
     index: int

@@ -91,23 +91,25 @@ def _open(data: bytes, force: str | None):
                    container_options={"format_whitelist": ALLOWED_DEMUXERS})
 
 
-def _decode_container(data: bytes, detected: str | None, declared: str | None, field: str,
-                      limit: float) -> Decoded:
-    what = detected or (declared if known(declared) else None) or "any known audio format"
+def open_container(data: bytes, detected: str | None, what: str, field: str):
+    """Open the bytes with an allowed demuxer, forcing the sniffed one when probing alone fails."""
     try:
-        container = _open(data, None)
+        return _open(data, None)
     except (av.FFmpegError, ValueError, OSError, EOFError) as first:
         force = _FORCE.get(detected or "")
         if force is None:
             raise _bad(field, f"could not decode the audio as {what}: {_reason(first)}") from None
         try:
-            container = _open(data, force)
+            return _open(data, force)
         except (av.FFmpegError, ValueError, OSError, EOFError) as e:
             raise _bad(field, f"could not decode the audio as {what}: {_reason(e)}") from None
-    try:
-        return _decode_open(container, detected, field, limit, what)
-    finally:
-        container.close()
+
+
+def _decode_container(data: bytes, detected: str | None, declared: str | None, field: str,
+                      limit: float) -> Decoded:
+    out = _Mono16k()
+    report = decode_into(data, detected, declared, out, field, limit)
+    return Decoded(out.samples(), report.format, report.rate, report.channels, decode_errors=report.errors)
 
 
 def _reason(e: BaseException) -> str:
@@ -120,27 +122,32 @@ def _reason(e: BaseException) -> str:
     return e.__class__.__name__
 
 
-class _Mono16k:
-    """Resample frames of any format/layout/rate to float32 mono 16 kHz, re-creating the resampler if the
-    stream changes shape midway (concatenated mp3s do)."""
+class MonoResampler:
+    """Resample frames of any format/layout/rate to mono 16 kHz (`sample_format` "flt" or "s16"), re-creating
+    the resampler if the stream changes shape midway (concatenated mp3s do). Subclasses keep the output
+    in `_emit`; `n` counts the samples emitted."""
+
+    sample_format = "flt"
 
     def __init__(self) -> None:
         self._key = None
         self._rs: av.AudioResampler | None = None
-        self.parts: list[np.ndarray] = []
         self.n = 0
+
+    def _emit(self, samples: np.ndarray) -> None:
+        raise NotImplementedError
 
     def _take(self, frames) -> None:
         for out in frames:
             a = out.to_ndarray().reshape(-1)
-            self.parts.append(a)
             self.n += len(a)
+            self._emit(a)
 
     def feed(self, frame: av.AudioFrame) -> None:
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if key != self._key:
             self.flush()
-            self._rs = av.AudioResampler(format="flt", layout="mono", rate=TARGET_RATE)
+            self._rs = av.AudioResampler(format=self.sample_format, layout="mono", rate=TARGET_RATE)
             self._key = key
         self._take(self._rs.resample(frame))
 
@@ -150,57 +157,81 @@ class _Mono16k:
             self._rs = None
             self._key = None
 
+
+class _Mono16k(MonoResampler):
+    """float32 mono 16 kHz, in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[np.ndarray] = []
+
+    def _emit(self, samples: np.ndarray) -> None:
+        self.parts.append(samples)
+
     def samples(self) -> np.ndarray:
         if not self.parts:
             return np.zeros(0, np.float32)
         return np.concatenate(self.parts).astype(np.float32, copy=False)
 
 
-def _decode_open(container, detected: str | None, field: str, limit: float, what: str) -> Decoded:
-    streams = container.streams.audio
-    if not streams:
-        raise _bad(field, "the file has no audio stream")
-    stream = streams[0]
+@dataclass
+class DecodeReport:
+    format: str
+    rate: int | None
+    channels: int | None
+    errors: int
+
+
+def decode_into(data: bytes, detected: str | None, declared: str | None, out: MonoResampler, field: str,
+                limit: float) -> DecodeReport:
+    """Demux and decode packet by packet into `out`, tolerating a few bad packets; every way the input can be
+    bad (no audio stream, unknown codec, too long, no samples, corrupt, truncated) is a 400 naming `field`."""
+    what = detected or (declared if known(declared) else None) or "any known audio format"
+    container = open_container(data, detected, what, field)
     try:
-        rate, channels = stream.rate, stream.channels
-    except AttributeError:  # PyAV has no codec context for it: an unknown codec or a corrupt header
-        raise _bad(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt header?)") \
-            from None
-    fmt = detected or _container_name(container)
-    declared_s = _declared_seconds(container, stream)
-    if declared_s is not None and declared_s > limit * 1.05:
-        raise _too_long(field, declared_s, limit)
-    out = _Mono16k()
-    packets = bad = 0
-    demux_error: BaseException | None = None
-    last_error: BaseException | None = None
-    try:
-        for packet in container.demux(stream):
-            packets += 1
-            try:
-                frames = packet.decode()
-            except (av.FFmpegError, ValueError) as e:
-                bad += 1
-                last_error = e
-                continue
-            for frame in frames:
-                out.feed(frame)
-            if out.n > limit * TARGET_RATE:
-                raise _too_long(field, out.n / TARGET_RATE, limit)
-    except InvalidRequest:
-        raise
-    except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:  # the demuxer gave up
-        demux_error = e
-    try:
-        out.flush()
-    except (av.FFmpegError, ValueError):
-        bad += 1
-    samples = out.samples()
-    seconds = len(samples) / TARGET_RATE
-    if samples.size == 0:
+        streams = container.streams.audio
+        if not streams:
+            raise _bad(field, "the file has no audio stream")
+        stream = streams[0]
+        try:
+            rate, channels = stream.rate, stream.channels
+        except AttributeError:  # PyAV has no codec context for it: an unknown codec or a corrupt header
+            raise _bad(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt header?)") \
+                from None
+        fmt = detected or _container_name(container)
+        declared_s = _declared_seconds(container, stream)
+        if declared_s is not None and declared_s > limit * 1.05:
+            raise _too_long(field, declared_s, limit)
+        packets = bad = 0
+        demux_error: BaseException | None = None
+        last_error: BaseException | None = None
+        try:
+            for packet in container.demux(stream):
+                packets += 1
+                try:
+                    frames = packet.decode()
+                except (av.FFmpegError, ValueError) as e:
+                    bad += 1
+                    last_error = e
+                    continue
+                for frame in frames:
+                    out.feed(frame)
+                if out.n > limit * TARGET_RATE:
+                    raise _too_long(field, out.n / TARGET_RATE, limit)
+        except InvalidRequest:
+            raise
+        except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:  # the demuxer gave up
+            demux_error = e
+        try:
+            out.flush()
+        except (av.FFmpegError, ValueError):
+            bad += 1
+    finally:
+        container.close()
+    seconds = out.n / TARGET_RATE
+    if out.n == 0:
         if bad or demux_error is not None:
-            err = demux_error or last_error
-            raise _bad(field, f"could not decode any audio as {what}: {_reason(err)}")
+            raise _bad(field, f"could not decode any audio as {what}: {_reason(demux_error or last_error)}")
         raise _bad(field, "the audio decodes to no samples (the file holds no sound)")
     errors = bad + (1 if demux_error is not None else 0)
     if errors:
@@ -209,7 +240,7 @@ def _decode_open(container, detected: str | None, field: str, limit: float, what
         if declared_s and seconds < 0.9 * declared_s - 0.5:
             raise _bad(field, f"the audio is truncated or corrupt: the file says it lasts {declared_s:.2f} s "
                               f"but decoding stopped after {seconds:.2f} s")
-    return Decoded(samples, fmt, rate, channels, decode_errors=errors)
+    return DecodeReport(fmt, rate, channels, errors)
 
 
 def _declared_seconds(container, stream) -> float | None:
