@@ -23,6 +23,9 @@ from procs import ROOT, WORK, Server, cores, free_port, wrk
 
 LITELLM_VERSION = "1.102.4"   # newer releases require a certifi that is not published yet
 PORTKEY_VERSION = "1.15.2"
+# main before the second round of profile-guided work (store off the hot path, direct upstream transport,
+# streaming body parser): the "before" server of the same run
+BEFORE_REF = os.environ.get("BENCH_BEFORE_REF", "59f423d")
 API_KEY = "sk-bench-not-a-real-key"
 SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
                "How vexingly quick daft zebras jump!")
@@ -101,7 +104,9 @@ def _upstreams(ports: dict[int, int]) -> dict[int, str]:
 
 def audiorouter_target(ports: dict[int, int], core: str, name: str = "audiorouter",
                        env_extra: dict[str, str] | None = None) -> Target:
-    cfg = WORK / "audiorouter-catalog.yaml"
+    port = free_port()
+    # per server (name and port): other benchmark scripts may run beside this one and write their own
+    cfg = WORK / f"{name}-{port}-catalog.yaml"
     lines = ["providers:"]
     for d, base in _upstreams(ports).items():
         lines += [f"  fake{d}:", f"    name: Fake upstream {d} ms", "    adapter: openai_compatible",
@@ -115,8 +120,7 @@ def audiorouter_target(ports: dict[int, int], core: str, name: str = "audioroute
                   "    endpoints:", f"      - provider: fake{d}", "        upstream_model: tts-1",
                   "        output_formats: [mp3, pcm, wav, opus, aac, flac]"]
     cfg.write_text("\n".join(lines) + "\n")
-    port = free_port()
-    data = WORK / "audiorouter-data"
+    data = WORK / f"{name}-{port}-data"  # one per server: a `before` tree must not meet a newer schema
     shutil.rmtree(data, ignore_errors=True)
     env = {"AUDIOROUTER_CATALOG": str(cfg), "AUDIOROUTER_LOCAL_SUBSTITUTE": "false", "AUDIOROUTER_PRELOAD": "false",
            "AUDIOROUTER_CACHE_TTL_S": "0", "AUDIOROUTER_DATA_DIR": str(data), "AUDIOROUTER_LOG_LEVEL": "warning",
@@ -128,6 +132,21 @@ def audiorouter_target(ports: dict[int, int], core: str, name: str = "audioroute
                    "speech": "/v1/audio/speech"},
                   {(k, d): f"bench/{'tts' if k == 'speech' else 'whisper'}-d{d}" for k in KINDS for d in ports},
                   {d: {} for d in ports})
+
+
+COMPARISONS = ("audiorouter-httpx", "audiorouter-before")  # measured at the first delay, c=1 and c=32 only
+
+
+def before_target(ports: dict[int, int], core: str) -> Target | None:
+    """audiorouter as it was at BENCH_BEFORE_REF (a git worktree under bench/.work), run with the same
+    virtualenv: the before/after of the profile-guided changes, measured in the same run."""
+    tree = WORK / f"before-{BEFORE_REF}"
+    if not (tree / "src" / "audiorouter").is_dir():
+        r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(tree), BEFORE_REF],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            return None
+    return audiorouter_target(ports, core, "audiorouter-before", {"PYTHONPATH": str(tree / "src")})
 
 
 def litellm_target(ports: dict[int, int], core: str) -> Target | None:
@@ -235,10 +254,31 @@ def measure(target: Target, kind: str, delay: int, conc: int, seconds: float, lg
     path, ctype = body_file(kind, target.model[(kind, delay)])
     headers = {"Authorization": f"Bearer {API_KEY}", **target.headers[delay]}
     wrk(target.url(kind), path, ctype, headers, connections=conc, seconds=min(1.0, seconds), core=lg_core)  # warm
+    cpu0 = group_cpu_seconds(target.server)
     r = wrk(target.url(kind), path, ctype, headers, connections=conc, seconds=seconds, core=lg_core)
+    cpu = group_cpu_seconds(target.server) - cpu0 if cpu0 is not None else None
     return {"target": target.name, "kind": kind, "delay_ms": delay, "concurrency": conc,
             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "req_per_s": r["req_per_s"],
-            "requests": r["requests"], "errors": r["errors"]}
+            "requests": r["requests"], "errors": r["errors"],
+            "cpu_ms_per_req": 1000 * cpu / r["requests"] if cpu is not None and r["requests"] else None}
+
+
+def group_cpu_seconds(server: Server | None) -> float | None:
+    """CPU time (user + system) so far of a gateway's processes: its process group (workers included)."""
+    if server is None or server.proc is None:
+        return None
+    pgid, total = server.proc.pid, 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(f[2]) == pgid:
+            total += int(f[11]) + int(f[12])
+    return total / tick
 
 
 def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int], sweep_delays: list[int],
@@ -254,9 +294,10 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
     try:
         directs = direct_target(ports)
         builders = [("audiorouter", audiorouter_target),
-                    # the same server with httpx's own transport instead of providers/fasthttp.py (before/after)
+                    # the same server with httpx's own client and transport instead of providers/fasthttp.py
                     ("audiorouter-httpx", lambda p, c: audiorouter_target(p, c, "audiorouter-httpx",
                                                                          {"AUDIOROUTER_FAST_HTTP": "0"})),
+                    ("audiorouter-before", before_target),
                     ("litellm", litellm_target), ("portkey", portkey_target)]
         targets: list[Target] = []
         for name, build in builders:
@@ -264,7 +305,8 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                 continue
             t = build(ports, gw_core)
             if t is None:
-                notes.append(f"{name}: not installed, skipped")
+                notes.append(f"{name}: not installed (or, for audiorouter-before, {BEFORE_REF} not in this "
+                             "clone's history), skipped")
             else:
                 targets.append(t)
         for t in [*directs, *targets]:
@@ -283,7 +325,7 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                     for d in delays:
                         if t.name.startswith("direct-") and t.name != f"direct-d{d}":
                             continue
-                        if t.name == "audiorouter-httpx" and d != delays[0]:
+                        if t.name in COMPARISONS and d != delays[0]:
                             continue
                         err = check(t, kind, d, stats_url)
                         name = "direct" if t.name.startswith("direct-") else t.name
@@ -291,7 +333,7 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                             notes.append(f"{name} {kind} {d} ms: sanity check failed: {err}")
                             log(notes[-1])
                             continue
-                        sweep = d in sweep_delays and t.name != "audiorouter-httpx"
+                        sweep = d in sweep_delays and t.name not in COMPARISONS
                         concs = concurrencies if sweep else [c for c in (1, 32) if c in concurrencies] or concurrencies
                         for c in concs:
                             for rep in range(reps):
@@ -306,7 +348,7 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
     finally:
         fake.stop()
     return {"results": results, "notes": notes, "gateway_core": gw_core, "loadgen_core": lg_core,
-            "seconds": seconds, "reps": reps}
+            "before_ref": BEFORE_REF, "seconds": seconds, "reps": reps}
 
 
 if __name__ == "__main__":  # quick manual run: python bench/gateways.py [target ...]

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
@@ -82,21 +81,28 @@ def stt_http(srv: Server, rows: list[dict], concurrency: int) -> dict:
 
 
 # ---- TTS -------------------------------------------------------------------------------------------------
+def speak_timed(client: httpx.Client, url: str, text: str, fmt: str) -> dict:
+    """One local/hibari request: time to the first body byte and in total (ms), bytes received."""
+    body = json.dumps({"model": "local/hibari", "input": text, "voice": "heart", "response_format": fmt}).encode()
+    t0 = time.perf_counter()
+    with client.stream("POST", url + "/api/v1/audio/speech", content=body,
+                       headers={"content-type": "application/json"}) as r:
+        r.raise_for_status()
+        first = None
+        n = 0
+        for chunk in r.iter_raw():
+            if chunk and first is None:
+                first = time.perf_counter() - t0
+            n += len(chunk)
+    total = time.perf_counter() - t0
+    return {"ttfb_ms": (first or total) * 1000, "total_ms": total * 1000, "bytes": n}
+
+
 def tts_once(url: str, fmt: str) -> dict:
-    body = json.dumps({"model": "local/hibari", "input": TTS_TEXT, "voice": "heart", "response_format": fmt}).encode()
     with httpx.Client(timeout=120) as c:
-        t0 = time.perf_counter()
-        with c.stream("POST", url + "/api/v1/audio/speech", content=body,
-                      headers={"content-type": "application/json"}) as r:
-            r.raise_for_status()
-            first = None
-            n = 0
-            for chunk in r.iter_raw():
-                if chunk and first is None:
-                    first = time.perf_counter() - t0
-                n += len(chunk)
-        total = time.perf_counter() - t0
-    out = {"format": fmt, "ttfb_ms": (first or total) * 1000, "total_s": total, "bytes": n}
+        r = speak_timed(c, url, TTS_TEXT, fmt)
+    total, n = r["total_ms"] / 1000, r["bytes"]
+    out = {"format": fmt, "ttfb_ms": r["ttfb_ms"], "total_s": total, "bytes": n}
     if fmt == "pcm":
         out["audio_s"] = n / 2 / 24000
         out["x_rt"] = out["audio_s"] / total

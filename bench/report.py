@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-GATEWAYS = ("direct", "audiorouter", "audiorouter-httpx", "litellm", "portkey")
+GATEWAYS = ("direct", "audiorouter", "audiorouter-httpx", "audiorouter-before", "litellm", "portkey")
+COMPARISONS = ("audiorouter-httpx", "audiorouter-before")  # not plotted: measured at c=1 and c=32 only
 KIND_TITLES = {"json": "JSON base64 transcription (10 s WAV)", "multipart": "multipart transcription (10 s WAV)",
                "speech": "speech (100 KB streamed)"}
 
@@ -40,8 +41,8 @@ def gateway_tables(gw: dict) -> tuple[list[str], dict]:
     for d in delays:
         lines += [f"#### Upstream delay {d} ms", "",
                   "| request | gateway | p50 @ c=1 (ms) | p99 @ c=1 (ms) | added p50 vs direct (ms) | req/s @ c=32 | "
-                  "req/s vs Portkey | errors |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "req/s vs Portkey | CPU/req @ c=32 (ms) | errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for kind in KIND_TITLES:
             direct = g.get(("direct", kind, d, 1), [])
             pk = g.get(("portkey", kind, d, 32), [])
@@ -52,7 +53,7 @@ def gateway_tables(gw: dict) -> tuple[list[str], dict]:
                 c32 = g.get((t, kind, d, 32), [])
                 if not c1 and not c32:
                     if t in ("litellm", "portkey") and kind == "json":
-                        lines.append(f"| {kind} | {t} | n/a: no base64 JSON transcription route | | | | | |")
+                        lines.append(f"| {kind} | {t} | n/a: no base64 JSON transcription route | | | | | | |")
                     continue
                 added = []
                 if direct and c1:  # pair repetitions in order: same run, same neighbours
@@ -65,7 +66,7 @@ def gateway_tables(gw: dict) -> tuple[list[str], dict]:
                              f"{fmt_range([r['p99_ms'] for r in c1], 2)} | "
                              f"{fmt_range(added, 2) if t != 'direct' else '—'} | "
                              f"{fmt_range([r['req_per_s'] for r in c32], 0)} | {fmt_range(ratio, 2) + 'x' if ratio and t != 'direct' else '—'} "
-                             f"| {errs} |")
+                             f"| {fmt_range([r['cpu_ms_per_req'] for r in c32 if r.get('cpu_ms_per_req')], 2)} | {errs} |")
                 if t == "audiorouter":
                     verdict[(kind, d)] = {"added_p50": med(added), "ratio_vs_portkey": med(ratio),
                                           "portkey_is_multipart": kind == "json"}
@@ -86,7 +87,7 @@ def plot_gateways(gw: dict) -> list[str]:
         fig, axes = plt.subplots(2, 3, figsize=(15, 8))
         for col, kind in enumerate(KIND_TITLES):
             for t in GATEWAYS:
-                if t == "audiorouter-httpx":
+                if t in COMPARISONS:
                     continue
                 xs = [c for c in concs if g.get((t, kind, d, c))]
                 if not xs:
@@ -167,7 +168,13 @@ def write(res: dict) -> Path:
               "gateway through `x-portkey-provider: openai` and `x-portkey-custom-host`. The transcript cache is off "
               "(`AUDIOROUTER_CACHE_TTL_S=0`); the usage ledger, auth and routing run as shipped.", "",
               "LiteLLM and Portkey have no route that takes OpenRouter's base64 JSON (`input_audio`): for the JSON "
-              "row the Portkey ratio is taken against Portkey's multipart figure for the same audio.", ""]
+              "row the Portkey ratio is taken against Portkey's multipart figure for the same audio.", "",
+              "Two more audiorouter servers run in the same run, at the first delay, c=1 and c=32 only: "
+              "*audiorouter-before* is the code before this round of profile-guided changes (git "
+              f"`{gw.get('before_ref', '?')}`, same virtualenv) and *audiorouter-httpx* is today's code with "
+              "`AUDIOROUTER_FAST_HTTP=0` (httpx's client and transport for the upstream call). *CPU/req* is the "
+              "gateway's own CPU time (user + system, all its processes) per request at c=32: the figure the "
+              "load on the rest of the machine disturbs least.", ""]
         tables, verdict = gateway_tables(gw)
         L += tables
         for f in plot_gateways(gw):
@@ -193,13 +200,23 @@ def write(res: dict) -> Path:
               f"| growth / payload | {fmt_range([r['growth_x_payload'] for r in runs], 2, 'x')} |",
               f"| end-to-end latency | {fmt_range([r['latency_s'] for r in runs], 2, ' s')} |",
               f"| usage.seconds | {runs[0].get('usage_seconds')} |",
-              f"| JSON parse (orjson) | {fmt_range([s['json_parse_ms'] for s in st], 1, ' ms')} |",
-              f"| base64 decode + validation | {fmt_range([s['base64_decode_validate_ms'] for s in st], 1, ' ms')} |",
+              f"| upstream requests (long audio is cut at pauses) | {', '.join(str(r.get('chunks', '?')) for r in runs)} |",
+              f"| body read while scanning, base64 decoded piece by piece (api/json_body.py) | "
+              f"{fmt_range([s.get('read_body_streamed_ms', s['base64_decode_validate_ms']) for s in st], 1, ' ms')} |",
+              f"| JSON parse of the rest (orjson) | {fmt_range([s['json_parse_ms'] for s in st], 2, ' ms')} |",
               f"| measuring the audio (duration) | {fmt_range([s['measure_audio_ms'] for s in st], 2, ' ms')} |",
               f"| decoding to 16 kHz samples (only when needed) | {fmt_range([s['decode_samples_ms'] for s in st], 1, ' ms')} |",
               f"| before: full PyAV decode to measure the duration | "
-              f"{fmt_range([s['previous_full_decode_ms'] for s in st if 'previous_full_decode_ms' in s], 0, ' ms')} |",
-              ""]
+              f"{fmt_range([s['previous_full_decode_ms'] for s in st if 'previous_full_decode_ms' in s], 0, ' ms')} |"]
+        relay = big.get("relay_runs") or []
+        if relay:
+            L += [f"| relayed whole (`AUDIOROUTER_CHUNK_SECONDS=0`): peak RSS growth | "
+                  f"{fmt_range([r['growth_bytes'] / 2**20 for r in relay], 1, ' MiB')} |",
+                  f"| relayed whole: growth / payload | {fmt_range([r['growth_x_payload'] for r in relay], 2, 'x')} |",
+                  f"| relayed whole: end-to-end latency | {fmt_range([r['latency_s'] for r in relay], 2, ' s')} |"]
+        if big.get("note"):
+            L += ["", big["note"]]
+        L.append("")
     loc = res.get("local")
     if loc:
         c = loc["concurrency"]
@@ -213,7 +230,6 @@ def write(res: dict) -> Path:
               f"{c} concurrent clients. WER is pooled (total edits / total reference words) after the same "
               "normalisation (bench/textnorm.py) for both.", "",
               "| engine | x real-time | vs baseline | audio s per CPU s | pooled WER |", "|---|---|---|---|---|"]
-        base_x = [r["x_rt"] for r in b]
         for name, rows in (("faster-whisper loop (baseline)", b), ("audiorouter, 1 at a time", h1),
                            (f"audiorouter, {c} concurrent", hc)):
             if not rows:
@@ -263,15 +279,22 @@ def write(res: dict) -> Path:
 
 def targets_section(res: dict) -> list[str]:
     L = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for key, v in sorted(res.get("verdict_gateways", {}).items()):
+    verdicts = res.get("verdict_gateways", {})
+    order = sorted(verdicts, key=lambda k: (int(k.split("@")[1][:-2]), list(KIND_TITLES).index(k.split("@")[0])))
+    for key in order:
+        v = verdicts[key]
         kind, d = key.split("@")
-        if d != "0ms":
-            continue
         a, r = v["added_p50"], v["ratio_vs_portkey"]
+        vs = " (Portkey's multipart figure)" if kind == "json" else ""
         if a is not None:
-            L.append(f"| {kind}: audiorouter adds <= 1 ms p50 at c=1 | {a:+.2f} ms | {'yes' if a <= 1.0 else 'no'} |")
+            L.append(f"| {kind}, {d[:-2]} ms upstream: audiorouter adds <= 1 ms p50 at c=1 | {a:+.2f} ms | "
+                     f"{'yes' if a <= 1.0 else 'no'} |")
         if r is not None:
-            L.append(f"| {kind}: req/s at c=32 >= 1.2x Portkey | {r:.2f}x | {'yes' if r >= 1.2 else 'no'} |")
+            L.append(f"| {kind}, {d[:-2]} ms upstream: req/s at c=32 >= 1.2x Portkey{vs} | {r:.2f}x | "
+                     f"{'yes' if r >= 1.2 else 'no'} |")
+        elif kind == "speech":
+            L.append(f"| {kind}, {d[:-2]} ms upstream: req/s at c=32 >= 1.2x Portkey | no Portkey figure (its speech "
+                     "route fails, see above) | — |")
     big = res.get("big_payload")
     if big and big["runs"]:
         g = med([x["growth_x_payload"] for x in big["runs"]])

@@ -77,6 +77,27 @@ def test_key_lifecycle(gw):
     assert gw.client.delete(f"/api/v1/keys/{h}", headers=gw.auth()).status_code == 404
 
 
+def test_key_changes_apply_to_the_very_next_request(gw):
+    """Keys are cached per process; a change through the API drops the cached copy at once."""
+    secret, data = gw.create_key(limit=1)
+    h = data["hash"]
+    assert gw.speak(secret, "Hello there.").status_code == 200
+    assert gw.client.patch(f"/api/v1/keys/{h}", json={"limit": 0}, headers=gw.auth()).status_code == 200
+    r = gw.speak(secret, "Hello there.")
+    assert r.status_code == 402, r.text
+    assert gw.client.patch(f"/api/v1/keys/{h}", json={"limit": None, "rate_limit_rpm": 1},
+                           headers=gw.auth()).status_code == 200
+    assert gw.speak(secret, "Hello there.").status_code == 200
+    assert gw.client.get("/api/v1/key", headers=gw.auth(secret)).status_code == 429
+    soon = _iso(datetime.now(timezone.utc) + timedelta(seconds=2))  # whole seconds: 1 to 2 s from now
+    assert gw.client.patch(f"/api/v1/keys/{h}", json={"expires_at": soon, "rate_limit_rpm": None},
+                           headers=gw.auth()).status_code == 200
+    assert gw.client.get("/api/v1/key", headers=gw.auth(secret)).status_code == 200
+    time.sleep(2.1)  # expiry is checked on every request, whatever is cached
+    r = gw.client.get("/api/v1/key", headers=gw.auth(secret))
+    assert r.status_code == 401 and r.json()["error"]["metadata"]["type"] == "key_expired"
+
+
 def test_expired_key_gets_401_with_a_clear_message(gw):
     expiry = datetime.now(timezone.utc) + timedelta(seconds=2)
     secret, data = gw.create_key(expires_at=_iso(expiry))

@@ -12,6 +12,7 @@ import io
 import json
 import re
 
+import av
 import httpx
 import numpy as np
 import openai
@@ -215,6 +216,15 @@ def test_upstream_chunks_fit_limit_and_carry_context(upstream, long_file):
     durations = [probe(c.files["file"][2]).duration for c in calls]
     assert all(d <= 30.0 for d in durations), durations
     assert abs(sum(durations) - 100.0) < 0.1
+    # the chunks, re-encoded losslessly, are the client's samples exactly: cut without a gap or an overlap
+    with av.open(io.BytesIO(part)) as src:
+        sent = np.concatenate([f.to_ndarray().reshape(-1) for f in src.decode(audio=0)])
+    got = []
+    for c in calls:
+        assert c.files["file"][0].endswith(".flac"), c.files["file"][0]
+        with av.open(io.BytesIO(c.files["file"][2])) as up:
+            got += [f.to_ndarray().reshape(-1) for f in up.decode(audio=0)]
+    assert np.array_equal(np.concatenate(got), sent)
     script = fake.script
     # every chunk after the first is prompted with the user's prompt and the previous chunk's text
     prompts = [c.f1("prompt") for c in calls]

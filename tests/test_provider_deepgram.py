@@ -2,43 +2,33 @@
 Deepgram speaking the real wire protocol (tests/fakes/deepgram_fake.py)."""
 from __future__ import annotations
 
-import base64
+import functools
 import io
-import re
 import secrets
 
 import av
-import httpx
 import numpy as np
 import pytest
-import yaml
 
-from conftest import DEV_AUDIO, ServerProcess
+from conftest import DEV_AUDIO
 from fakes.deepgram_fake import DeepgramFake
-from fakes.harness import gateway_env
+from fakes.harness import (api_client, assert_not_logged, b64, check_error, check_text_or_subtitles, norm, row,
+                           serve, start_gateway, transcribe)
 
 KEY = "dg-test-" + secrets.token_hex(16)
 LIBRI = "librispeech_test-other_1688-142285-0001.flac"
 WAV = "ljspeech_LJ002-0020.wav"
 TTS = "deepgram/aura-2"
-# one attempt per endpoint and no circuit breaker: every request reaches the fake exactly once
-ONE_ATTEMPT = {"AUDIOROUTER_RETRY_ATTEMPTS": "1", "AUDIOROUTER_BREAKER_THRESHOLD": "1000000"}
-
-
-def norm(s: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", s.lower()).split())
+transcribe_json = functools.partial(transcribe, model="deepgram/nova-3")
 
 
 @pytest.fixture(scope="module")
 def fake():
-    f = DeepgramFake(KEY).start()
-    yield f
-    f.stop()
+    yield from serve(DeepgramFake(KEY))
 
 
 @pytest.fixture(scope="module")
 def gw(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gw-deepgram")
     catalog = {
         "providers": {"deepgram": {"name": "Deepgram", "adapter": "deepgram", "base_url": fake.url + "/v1",
                                    "api_key_env": "AR_TEST_DEEPGRAM_KEY", "timeout_s": 3}},
@@ -47,34 +37,12 @@ def gw(fake, tmp_path_factory):
                     "endpoints": [{"provider": "deepgram", "upstream_model": "aura-2",
                                    "output_formats": ["mp3", "wav", "pcm", "flac", "opus", "aac"]}]}],
     }
-    path = tmp / "catalog.yaml"
-    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
-    env = gateway_env(path, tmp, AR_TEST_DEEPGRAM_KEY=KEY, **ONE_ATTEMPT)
-    s = ServerProcess(env=env, tmp=tmp).start()
-    yield s
-    s.stop()
+    yield from start_gateway(tmp_path_factory.mktemp("gw-deepgram"), catalog, AR_TEST_DEEPGRAM_KEY=KEY)
 
 
 @pytest.fixture
 def api(gw, fake):
-    fake.clear()
-    with httpx.Client(base_url=gw.url, timeout=120) as c:
-        yield c
-    assert not fake.violations, f"the fake saw requests the real API would refuse: {fake.violations}"
-
-
-def row(manifest, name):
-    return next(r for r in manifest if r["file"] == name)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def transcribe_json(api, name, fmt, **extra):
-    return api.post("/api/v1/audio/transcriptions",
-                    json={"model": "deepgram/nova-3",
-                          "input_audio": {"data": b64((DEV_AUDIO / name).read_bytes()), "format": fmt}, **extra})
+    yield from api_client(gw, fake)
 
 
 def listen_calls(fake):
@@ -156,19 +124,7 @@ def test_headerless_pcm_is_described_to_deepgram(api, fake, manifest):
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
 def test_text_and_subtitle_formats(api, manifest, fmt):
     r = transcribe_json(api, LIBRI, "flac", response_format=fmt)
-    assert r.status_code == 200, r.text
-    ref = norm(row(manifest, LIBRI)["text"])
-    if fmt == "text":
-        assert norm(r.text) == ref
-        return
-    if fmt == "vtt":
-        assert r.text.startswith("WEBVTT")
-    stamps = re.findall(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)", r.text)
-    assert stamps
-    ends = [int(e) * 3600 + int(f) * 60 + int(g) + int(h) / 1000 for *_, e, f, g, h in stamps]
-    assert max(ends) <= row(manifest, LIBRI)["duration_s"] + 0.01
-    cue_text = [ln for ln in r.text.splitlines() if ln and "-->" not in ln and not ln.isdigit() and ln != "WEBVTT"]
-    assert norm(" ".join(cue_text)) == ref
+    check_text_or_subtitles(r, fmt, row(manifest, LIBRI)["text"], row(manifest, LIBRI)["duration_s"])
 
 
 def test_options_pass_through_and_unknown_option_is_a_400(api, fake):
@@ -201,19 +157,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("case,inject,status,etype", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
 def test_transcription_errors_map_to_the_dialect_envelope(api, fake, dialect, case, inject, status, etype):
     inject(fake)
-    if dialect == "openrouter":
-        r = transcribe_json(api, LIBRI, "flac")
-    else:
-        with open(DEV_AUDIO / LIBRI, "rb") as f:
-            r = api.post("/v1/audio/transcriptions", files={"file": (LIBRI, f, "audio/flac")},
-                         data={"model": "deepgram/nova-3"})
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert KEY not in r.text
-    if dialect == "openrouter":
-        assert err["code"] == status and err["metadata"]["provider_name"] == "deepgram"
-    else:
-        assert err["type"] == etype and set(err) == {"message", "type", "param", "code"}
+    r = transcribe_json(api, LIBRI, "flac", dialect=dialect)
+    check_error(r, status, dialect=dialect, etype=etype, provider="deepgram", secrets=(KEY,))
 
 
 def test_error_message_comes_from_err_msg_without_the_key(api, fake):
@@ -309,14 +254,12 @@ SPEECH_ERRORS = [
 def test_speech_errors(api, fake, case, inject, status):
     inject(fake)
     r = speak(api, "/v1/audio/speech", voice="thalia")
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    assert set(r.json()["error"]) == {"message", "type", "param", "code"} and KEY not in r.text
+    check_error(r, status, dialect="openai", secrets=(KEY,))
 
 
 def test_no_secret_in_server_log(api, fake, gw):
     fake.fail(401, f"bad token {KEY}")
     transcribe_json(api, LIBRI, "flac")
     speak(api, voice="thalia")
-    assert KEY not in gw.log_path.read_text(errors="replace")
+    assert_not_logged(gw, KEY)
 

@@ -2,19 +2,17 @@
 against a fake ElevenLabs speaking the real wire protocol (tests/fakes/elevenlabs_fake.py)."""
 from __future__ import annotations
 
-import base64
+import functools
 import io
-import re
 import secrets
 
 import av
-import httpx
 import pytest
-import yaml
 
-from conftest import DEV_AUDIO, ServerProcess
+from conftest import DEV_AUDIO
 from fakes.elevenlabs_fake import ElevenLabsFake
-from fakes.harness import gateway_env
+from fakes.harness import (api_client, assert_not_logged, b64, check_error, check_text_or_subtitles, norm, row,
+                           serve, start_gateway, transcribe)
 
 KEY = "xi-test-" + secrets.token_hex(16)
 LIBRI = "librispeech_test-other_1688-142285-0003.flac"
@@ -22,54 +20,24 @@ MP3 = "common_voice_en_16812.mp3"
 STT = "elevenlabs/scribe-v1"
 TTS = "elevenlabs/eleven-flash-v2.5"
 RACHEL = "21m00Tcm4TlvDq8ikWAM"
-# one attempt per endpoint and no circuit breaker: every request reaches the fake exactly once
-ONE_ATTEMPT = {"AUDIOROUTER_RETRY_ATTEMPTS": "1", "AUDIOROUTER_BREAKER_THRESHOLD": "1000000"}
-
-
-def norm(s: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", s.lower()).split())
+transcribe_json = functools.partial(transcribe, model=STT)
 
 
 @pytest.fixture(scope="module")
 def fake():
-    f = ElevenLabsFake(KEY).start()
-    yield f
-    f.stop()
+    yield from serve(ElevenLabsFake(KEY))
 
 
 @pytest.fixture(scope="module")
 def gw(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gw-elevenlabs")
     catalog = {"providers": {"elevenlabs": {"name": "ElevenLabs", "adapter": "elevenlabs", "base_url": fake.url,
                                             "api_key_env": "AR_TEST_XI_KEY", "timeout_s": 3}}}
-    path = tmp / "catalog.yaml"
-    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
-    env = gateway_env(path, tmp, AR_TEST_XI_KEY=KEY, **ONE_ATTEMPT)
-    s = ServerProcess(env=env, tmp=tmp).start()
-    yield s
-    s.stop()
+    yield from start_gateway(tmp_path_factory.mktemp("gw-elevenlabs"), catalog, AR_TEST_XI_KEY=KEY)
 
 
 @pytest.fixture
 def api(gw, fake):
-    fake.clear()
-    with httpx.Client(base_url=gw.url, timeout=120) as c:
-        yield c
-    assert not fake.violations, f"the fake saw requests the real API would refuse: {fake.violations}"
-
-
-def row(manifest, name):
-    return next(r for r in manifest if r["file"] == name)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def transcribe_json(api, name, fmt, **extra):
-    return api.post("/api/v1/audio/transcriptions",
-                    json={"model": STT, "input_audio": {"data": b64((DEV_AUDIO / name).read_bytes()), "format": fmt},
-                          **extra})
+    yield from api_client(gw, fake)
 
 
 def stt_calls(fake):
@@ -149,19 +117,7 @@ def test_headerless_pcm_uses_file_format(api, fake, manifest):
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
 def test_text_and_subtitle_formats(api, manifest, fmt):
     r = transcribe_json(api, LIBRI, "flac", response_format=fmt)
-    assert r.status_code == 200, r.text
-    ref = norm(row(manifest, LIBRI)["text"])
-    if fmt == "text":
-        assert norm(r.text) == ref
-        return
-    if fmt == "vtt":
-        assert r.text.startswith("WEBVTT")
-    stamps = re.findall(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)", r.text)
-    assert stamps
-    ends = [int(e) * 3600 + int(f) * 60 + int(g) + int(h) / 1000 for *_, e, f, g, h in stamps]
-    assert max(ends) <= row(manifest, LIBRI)["duration_s"] + 0.01
-    cue_text = [ln for ln in r.text.splitlines() if ln and "-->" not in ln and not ln.isdigit() and ln != "WEBVTT"]
-    assert norm(" ".join(cue_text)) == ref
+    check_text_or_subtitles(r, fmt, row(manifest, LIBRI)["text"], row(manifest, LIBRI)["duration_s"])
 
 
 ERROR_CASES = [
@@ -182,18 +138,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("case,inject,status,etype", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
 def test_transcription_errors_map_to_the_dialect_envelope(api, fake, dialect, case, inject, status, etype):
     inject(fake)
-    if dialect == "openrouter":
-        r = transcribe_json(api, LIBRI, "flac")
-    else:
-        with open(DEV_AUDIO / LIBRI, "rb") as f:
-            r = api.post("/v1/audio/transcriptions", files={"file": (LIBRI, f, "audio/flac")}, data={"model": STT})
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert KEY not in r.text
-    if dialect == "openrouter":
-        assert err["code"] == status and err["metadata"]["provider_name"] == "elevenlabs"
-    else:
-        assert err["type"] == etype and set(err) == {"message", "type", "param", "code"}
+    r = transcribe_json(api, LIBRI, "flac", dialect=dialect)
+    check_error(r, status, dialect=dialect, etype=etype, provider="elevenlabs", secrets=(KEY,))
 
 
 def test_error_messages_from_both_detail_shapes(api, fake):
@@ -286,13 +232,11 @@ SPEECH_ERRORS = [
 def test_speech_errors(api, fake, case, inject, status):
     inject(fake)
     r = api.post("/api/v1/audio/speech", json={"model": TTS, "input": TEXT, "voice": "Rachel"})
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert err["code"] == status and KEY not in r.text
+    check_error(r, status, dialect="openrouter", secrets=(KEY,))
 
 
 def test_no_secret_in_server_log(api, fake, gw):
     fake.fail(401, f"Invalid API key {KEY}")
     transcribe_json(api, LIBRI, "flac")
     api.post("/api/v1/audio/speech", json={"model": TTS, "input": TEXT, "voice": "Rachel"})
-    assert KEY not in gw.log_path.read_text(errors="replace")
+    assert_not_logged(gw, KEY)

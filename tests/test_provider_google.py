@@ -3,20 +3,20 @@ Google speaking the real wire protocol (tests/fakes/google_fake.py)."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import re
 import secrets
 
 import av
-import httpx
 import numpy as np
 import pytest
-import yaml
 
-from conftest import DEV_AUDIO, ServerProcess
+from conftest import DEV_AUDIO
 from fakes.google_fake import GoogleFake
-from fakes.harness import gateway_env
+from fakes.harness import (api_client, assert_not_logged, check_error, check_text_or_subtitles, norm, row, serve,
+                           start_gateway, transcribe)
 
 KEY = "gk-test-" + secrets.token_hex(12)
 BAD_KEY = "gk-wrong-" + secrets.token_hex(12)
@@ -26,24 +26,16 @@ LIBRI = "librispeech_test-other_1688-142285-0000.flac"
 JFK = "jfk_inaugural_excerpt.flac"
 LONG = "long_concat_librispeech_test-other_dev.flac"
 TTS_MODEL = "google/gemini-2.5-flash-preview-tts"
-# one attempt per endpoint and no circuit breaker: every request reaches the fake exactly once
-ONE_ATTEMPT = {"AUDIOROUTER_RETRY_ATTEMPTS": "1", "AUDIOROUTER_BREAKER_THRESHOLD": "1000000"}
-
-
-def norm(s: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", s.lower()).split())
+transcribe_json = functools.partial(transcribe, model="google/chirp-3")
 
 
 @pytest.fixture(scope="module")
 def fake():
-    f = GoogleFake(KEY, project=PROJECT, location="us", access_token=TOKEN).start()
-    yield f
-    f.stop()
+    yield from serve(GoogleFake(KEY, project=PROJECT, location="us", access_token=TOKEN))
 
 
 @pytest.fixture(scope="module")
 def gw(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gw-google")
     opts = {"project": PROJECT, "location": "us", "gemini_base_url": fake.url}
 
     def provider(name: str, **kw):
@@ -69,34 +61,13 @@ def gw(fake, tmp_path_factory):
                            {"provider": "google_backup", "upstream_model": "chirp_3", "capabilities": stt_caps}]},
         ],
     }
-    path = tmp / "catalog.yaml"
-    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
-    env = gateway_env(path, tmp, AR_TEST_GOOGLE_KEY=KEY, AR_TEST_GOOGLE_BADKEY=BAD_KEY, AR_TEST_GOOGLE_TOKEN=TOKEN,
-                      **ONE_ATTEMPT)
-    s = ServerProcess(env=env, tmp=tmp).start()
-    yield s
-    s.stop()
+    yield from start_gateway(tmp_path_factory.mktemp("gw-google"), catalog, AR_TEST_GOOGLE_KEY=KEY,
+                             AR_TEST_GOOGLE_BADKEY=BAD_KEY, AR_TEST_GOOGLE_TOKEN=TOKEN)
 
 
 @pytest.fixture
 def api(gw, fake):
-    fake.clear()
-    with httpx.Client(base_url=gw.url, timeout=120) as c:
-        yield c
-    assert not fake.violations, f"the fake saw requests the real API would refuse: {fake.violations}"
-
-
-def row(manifest, name):
-    return next(r for r in manifest if r["file"] == name)
-
-
-def b64(name: str) -> str:
-    return base64.b64encode((DEV_AUDIO / name).read_bytes()).decode()
-
-
-def transcribe_json(api, name, fmt, **extra):
-    return api.post("/api/v1/audio/transcriptions",
-                    json={"model": "google/chirp-3", "input_audio": {"data": b64(name), "format": fmt}, **extra})
+    yield from api_client(gw, fake)
 
 
 def recognize_calls(fake):
@@ -165,22 +136,7 @@ def test_speaker_count_options_reach_google(api, fake):
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
 def test_text_and_subtitle_formats(api, manifest, fmt):
     r = transcribe_json(api, LIBRI, "flac", response_format=fmt)
-    assert r.status_code == 200, r.text
-    ref = norm(row(manifest, LIBRI)["text"])
-    dur = row(manifest, LIBRI)["duration_s"]
-    if fmt == "text":
-        assert norm(r.text) == ref
-        return
-    body = r.text
-    if fmt == "vtt":
-        assert body.startswith("WEBVTT")
-    stamps = re.findall(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)", body)
-    assert stamps
-    secs = [(int(a) * 3600 + int(b) * 60 + int(c) + int(d) / 1000, int(e) * 3600 + int(f) * 60 + int(g) + int(h) / 1000)
-            for a, b, c, d, e, f, g, h in stamps]
-    assert all(0 <= s <= e <= dur + 0.01 for s, e in secs)
-    cue_text = [ln for ln in body.splitlines() if ln and "-->" not in ln and not ln.isdigit() and ln != "WEBVTT"]
-    assert norm(" ".join(cue_text)) == ref
+    check_text_or_subtitles(r, fmt, row(manifest, LIBRI)["text"], row(manifest, LIBRI)["duration_s"])
 
 
 def test_unsupported_container_is_reencoded_to_flac(api, fake):
@@ -194,9 +150,8 @@ def test_unsupported_container_is_reencoded_to_flac(api, fake):
 def test_long_audio_is_recognized_in_chunks_and_stitched(api, fake, manifest):
     # sync recognize takes <= 60 s: the adapter itself cuts longer audio (whatever the gateway sends it)
     total = row(manifest, LONG)["duration_s"]
-    r = api.post("/api/v1/audio/transcriptions",
-                 json={"model": "test/chirp-long", "input_audio": {"data": b64(LONG), "format": "flac"},
-                       "response_format": "verbose_json", "timestamp_granularities": ["word"]})
+    r = transcribe_json(api, LONG, "flac", model="test/chirp-long", response_format="verbose_json",
+                        timestamp_granularities=["word"])
     assert r.status_code == 200, r.text
     calls = recognize_calls(fake)
     assert len(calls) >= total // 59 + 1
@@ -226,8 +181,7 @@ def test_long_audio_is_recognized_in_chunks_and_stitched(api, fake, manifest):
 
 
 def test_bearer_token_auth(api, fake, manifest):
-    r = api.post("/api/v1/audio/transcriptions",
-                 json={"model": "test/chirp-oauth", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    r = transcribe_json(api, JFK, "flac", model="test/chirp-oauth")
     assert r.status_code == 200, r.text
     assert norm(r.json()["text"]) == norm(row(manifest, JFK)["text"])
     (call,) = recognize_calls(fake)
@@ -258,19 +212,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("case,inject,status,etype", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
 def test_upstream_errors_map_to_the_dialect_envelope(api, fake, dialect, case, inject, status, etype):
     inject(fake)
-    if dialect == "openrouter":
-        r = transcribe_json(api, JFK, "flac")
-    else:
-        with open(DEV_AUDIO / JFK, "rb") as f:
-            r = api.post("/v1/audio/transcriptions", files={"file": (JFK, f, "audio/flac")},
-                         data={"model": "google/chirp-3"})
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert KEY not in r.text
-    if dialect == "openrouter":
-        assert err["code"] == status and err["metadata"]["provider_name"] == "google"
-    else:
-        assert err["type"] == etype and set(err) == {"message", "type", "param", "code"}
+    r = transcribe_json(api, JFK, "flac", dialect=dialect)
+    err = check_error(r, status, dialect=dialect, etype=etype, provider="google", secrets=(KEY,))
     assert err["message"].startswith("google")
 
 
@@ -283,8 +226,7 @@ def test_upstream_message_is_parsed_and_key_redacted(api, fake):
 
 
 def test_invalid_api_key_is_not_blamed_on_the_client(api, fake):
-    r = api.post("/api/v1/audio/transcriptions",
-                 json={"model": "test/chirp-badkey", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    r = transcribe_json(api, JFK, "flac", model="test/chirp-badkey")
     assert r.status_code == 502, r.text  # Google says 400 API_KEY_INVALID; the client did nothing wrong
     assert "API key not valid" in r.json()["error"]["message"]
     assert BAD_KEY not in r.text
@@ -293,8 +235,7 @@ def test_invalid_api_key_is_not_blamed_on_the_client(api, fake):
 
 def test_retryable_failure_falls_back_to_the_next_endpoint(api, fake, manifest):
     fake.fail(503, "The service is currently unavailable.")
-    r = api.post("/api/v1/audio/transcriptions",
-                 json={"model": "test/chirp-fallback", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    r = transcribe_json(api, JFK, "flac", model="test/chirp-fallback")
     assert r.status_code == 200, r.text
     assert r.headers["x-provider"] == "google_backup" and r.headers["x-attempts"] == "2"
     assert norm(r.json()["text"]) == norm(row(manifest, JFK)["text"])
@@ -302,8 +243,7 @@ def test_retryable_failure_falls_back_to_the_next_endpoint(api, fake, manifest):
 
 def test_client_error_is_not_retried(api, fake):
     fake.fail(400, "Invalid audio.", times=2)
-    r = api.post("/api/v1/audio/transcriptions",
-                 json={"model": "test/chirp-fallback", "input_audio": {"data": b64(JFK), "format": "flac"}})
+    r = transcribe_json(api, JFK, "flac", model="test/chirp-fallback")
     assert r.status_code == 400
     assert len(recognize_calls(fake)) == 1
 
@@ -377,10 +317,6 @@ def test_gemini_tts_errors(api, fake):
 
 def test_no_secret_in_server_log(api, fake, gw):
     fake.fail(401, f"bad credentials {KEY}")
-    api.post("/api/v1/audio/transcriptions",
-             json={"model": "google/chirp-3", "input_audio": {"data": b64(JFK), "format": "flac"}})
-    api.post("/api/v1/audio/transcriptions",
-             json={"model": "test/chirp-oauth", "input_audio": {"data": b64(JFK), "format": "flac"}})
-    log = gw.log_path.read_text(errors="replace")
-    for secret in (KEY, BAD_KEY, TOKEN):
-        assert secret not in log
+    transcribe_json(api, JFK, "flac")
+    transcribe_json(api, JFK, "flac", model="test/chirp-oauth")
+    assert_not_logged(gw, KEY, BAD_KEY, TOKEN)

@@ -7,12 +7,11 @@ import io
 import re
 
 import av
-import httpx
 import numpy as np
 import pytest
 
-from conftest import DEV_AUDIO, ServerProcess
-from fakes.harness import b64, gateway_env, sha, write_catalog
+from conftest import DEV_AUDIO
+from fakes.harness import api_client, assert_not_logged, b64, sha, start_gateway
 from fakes.mistral_fake import MistralFake
 from fakes.openai_fake import GroqFake, OpenAIFake
 from fakes.openrouter_fake import OpenRouterFake
@@ -33,7 +32,6 @@ def fakes():
 
 @pytest.fixture(scope="module")
 def gw(fakes, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("family")
     providers = {
         "openai": {"name": "OpenAI", "adapter": "openai", "base_url": fakes["openai"].base_url,
                    "api_key_env": "OPENAI_API_KEY"},
@@ -54,23 +52,14 @@ def gw(fakes, tmp_path_factory):
         {"id": "test/mp3-only", "name": "OpenAI, mp3 only", "kind": "transcription", "endpoints": [
             {"provider": "openai", "upstream_model": "whisper-1", "input_formats": ["mp3"]}]},
     ]
-    cat = write_catalog(tmp / "catalog.yaml", providers, models)
-    env = gateway_env(cat, tmp, OPENAI_API_KEY=fakes["openai"].api_key, GROQ_API_KEY=fakes["groq"].api_key,
-                      MISTRAL_API_KEY=fakes["mistral"].api_key, AUDIOROUTER_RETRY_ATTEMPTS="1",
-                      AUDIOROUTER_BREAKER_THRESHOLD="1000")
-    s = ServerProcess(env=env, tmp=tmp).start()
-    yield s
-    s.stop()
+    yield from start_gateway(tmp_path_factory.mktemp("family"), {"providers": providers, "models": models},
+                             OPENAI_API_KEY=fakes["openai"].api_key, GROQ_API_KEY=fakes["groq"].api_key,
+                             MISTRAL_API_KEY=fakes["mistral"].api_key)
 
 
 @pytest.fixture
 def client(gw, fakes):
-    for f in fakes.values():
-        f.clear()
-    with httpx.Client(base_url=gw.url, timeout=60) as c:
-        yield c
-    for name, f in fakes.items():
-        assert not f.violations, f"{name} fake saw a malformed request: {f.violations}"
+    yield from api_client(gw, *fakes.values(), timeout=60)
 
 
 def stt_json(client, model, path=JFK, fmt="flac", **extra):
@@ -461,9 +450,7 @@ def test_models_show_which_providers_are_usable(client):
 def test_no_key_in_gateway_log(client, gw, fakes):
     fakes["openai"].fail(500, "boom", times=ALWAYS)
     stt_json(client, "openai/whisper-1")
-    log = gw.log_path.read_text(errors="replace")
-    for f in fakes.values():
-        assert f.api_key not in log
+    assert_not_logged(gw, *(f.api_key for f in fakes.values()))
 
 
 def _decode(path, rate=None):

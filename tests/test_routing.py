@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from openrouter import operations
 
 from conftest import DEV_AUDIO, ServerProcess
 from fakes.harness import b64, gateway_env, parse_attempts, write_catalog
@@ -225,8 +226,13 @@ def test_sort_by_measured_latency_and_throughput(client, fakes):
         served(stt(client, provider={"only": ["beta"]}))
         served(stt(client, provider={"only": ["alpha"]}))
     assert served(stt(client, provider={"sort": "latency", "only": ["alpha", "beta"]})) == "alpha"
-    eps = {e["tag"]: e for e in client.get("/api/v1/models/route/stt/endpoints").json()["data"]["endpoints"]}
-    assert eps["beta"]["latency_last_30m"] > eps["alpha"]["latency_last_30m"] > 0
+    body = client.get("/api/v1/models/route/stt/endpoints").json()
+    # with measurements in it, the answer still parses with the OpenRouter SDK's own response model
+    parsed = operations.ListEndpointsResponse.model_validate(body)
+    assert {e.tag for e in parsed.data.endpoints} == {"alpha", "beta", "gamma"}
+    eps = {e["tag"]: e for e in body["data"]["endpoints"]}
+    assert eps["beta"]["latency_ewma_ms"] > eps["alpha"]["latency_ewma_ms"] > 0
+    assert eps["alpha"]["throughput_ewma"] > eps["beta"]["throughput_ewma"] > 0
     assert 0 < eps["alpha"]["uptime_last_30m"] <= 1 and eps["alpha"]["circuit"] == "closed"
 
 

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     whisper_beam_size: int = 5
     whisper_model_dir: Path | None = None  # a CTranslate2 Whisper directory to use instead of the bundled base
     preload: bool = True  # load local models at start-up rather than on the first request
+    preload_vad: bool | None = None  # load the VAD that cuts long audio at start-up; None: follows `preload`
+    # glibc, `serve`: allocations this big or bigger get their own mappings, returned when freed (0: leave
+    # glibc's own policy); see cli._tune_malloc
+    malloc_mmap_threshold: int = 1024 * 1024
 
     # long audio (routing/longform.py): audio longer than this, or than the serving endpoint's limits, is
     # split at silences and the chunks transcribed `chunk_concurrency` at a time (0 = local workers, or 4
@@ -94,6 +98,12 @@ class Settings(BaseSettings):
     default_rpm: int | None = None  # per-key requests per minute when the key sets none (None: unlimited)
     default_concurrency: int | None = None  # per-key concurrent requests when the key sets none
     reservation_ttl_s: float = 900.0  # an unsettled reservation older than this is released (crashed replica)
+    # keys, auth mode and BYOK keys are cached per process; a change made by another process applies at once
+    # where it is heard (PostgreSQL NOTIFY, SQLite stamp file), within this many seconds in any case
+    key_cache_ttl_s: float = 2.0
+    # the ledger writer gathers a batch for up to this long before its transaction (unless someone waits for
+    # it): fewer, bigger transactions; a hard kill can lose the last window's rows
+    ledger_linger_ms: float = 10.0
 
 
 @lru_cache(maxsize=1)

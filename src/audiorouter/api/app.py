@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -15,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings, get_settings
-from ..core.errors import GatewayError, InvalidRequest
+from ..core.errors import GatewayError
 from ..providers.registry import build_adapters
 from ..routing.catalog import Catalog
 from ..routing.router import Router
@@ -33,8 +35,14 @@ class Services:
     version: str = __version__
 
 
+# Generation ids are not secrets (a lookup is scoped to its key): a seeded PRNG, no urandom call per request,
+# reseeded in forked children so two processes never share a sequence.
+_ids = random.Random(secrets.randbits(128))
+os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.randbits(128)))
+
+
 def new_generation_id() -> str:
-    return f"gen-{int(time.time())}-{secrets.token_urlsafe(12)}"
+    return f"gen-{int(time.time())}-{_ids.getrandbits(72).to_bytes(9, 'big').hex()}"
 
 
 class GenerationIdMiddleware:

@@ -4,7 +4,9 @@ Auth is on once any key exists (or AUDIOROUTER_REQUIRE_AUTH=true): `Authorizatio
 unknown key -> 401, expired -> 401, disabled -> 403. With auth off (no key was ever created) requests are
 served without a key; the server refuses to bind a non-loopback address in that state unless told to
 (store/state.py). /health and the model catalog stay open. Then the key's request rate (sliding 60 s) and
-concurrency are checked -> 429 with Retry-After; X-RateLimit-* headers go on every answer."""
+concurrency are checked -> 429 with Retry-After; X-RateLimit-* headers go on every answer.
+
+Auth mode and keys come from in-process caches (store/cache.py): no database round trip per request."""
 from __future__ import annotations
 
 import logging
@@ -47,7 +49,7 @@ async def authenticate(store: Any, scope: Scope) -> Principal | None:
                             code="invalid_authorization_header", headers={"WWW-Authenticate": "Bearer"})
         raise AuthError("missing API key: send the header 'Authorization: Bearer <API key>'", param="Authorization",
                         code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-    row = await store.keys.lookup(token)
+    row = await store.keys.lookup(token)  # an in-process copy (store/cache.py); expiry is checked right here
     if row is None:
         if not required:
             return None  # no keys exist yet: SDKs always send some token; serve without one
@@ -60,7 +62,7 @@ async def authenticate(store: Any, scope: Scope) -> Principal | None:
         raise AuthError(f"this API key ({row.label}) expired at {iso(row.expires_at)}", code="key_expired",
                         metadata={"key_hash": row.hash, "expired_at": iso(row.expires_at)},
                         headers={"WWW-Authenticate": "Bearer"})
-    return Principal.of(row)
+    return row
 
 
 def principal(request: Request) -> Principal | None:

@@ -11,13 +11,14 @@
 
 It attaches the caller's own provider keys (BYOK), estimates the cost from the candidates' catalog prices
 (transcription: measured seconds; speech: characters), reserves it on the key (402 if it does not fit),
-writes the generation row as `incomplete`, and settles the actual cost once when the block ends."""
+writes the generation row as `incomplete`, and settles the actual cost once when the block ends. Only the
+reservation (keys with a spend limit) is waited for; the rest is queued for the ledger's group commit
+(store/ledger.py), and the reads below flush that queue first."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import math
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -40,22 +41,12 @@ from ..store.models import Generation, to_nano, to_usd, utcnow
 from .auth import principal
 from .context import services
 
-log = logging.getLogger("audiorouter.ledger")
 router = APIRouter()
 
 # Rough token rates for estimates of token-priced endpoints (settlement uses the provider's own counts).
 STT_INPUT_TOKENS_PER_SECOND = 15
 STT_OUTPUT_TOKENS_PER_SECOND = 6
 TTS_OUTPUT_TOKENS_PER_CHARACTER = 1.5
-
-_background: set[asyncio.Task] = set()
-
-
-def _spawn(coro) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
 
 def store_unavailable() -> GatewayError:
     return GatewayError("the usage ledger is unavailable; the request was not run", status=503,
@@ -92,9 +83,9 @@ def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: 
     # Planned without the length limits: long audio is chunked and long text split to fit them
     # (routing/longform.py), so every candidate may serve; costs still use the whole length.
     if isinstance(req, TranscriptionRequest):
-        cands, _ = svc.router._plan(req, kind)
+        cands, _ = svc.router.plan(req, kind)
     else:
-        cands, _ = svc.router._plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), kind)
+        cands, _ = svc.router.plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), kind)
     fee = svc.settings.byok_fee
     worst = 0
     for c in cands:
@@ -155,7 +146,7 @@ class Tracked:
 
     def _failure(self, e: BaseException) -> Settlement:
         elapsed = (time.perf_counter() - self.t0) * 1000
-        if isinstance(e, asyncio.CancelledError):
+        if isinstance(e, (asyncio.CancelledError, GeneratorExit)):  # the client went away mid-answer
             return Settlement(status="cancelled", error_type="cancelled", error_message="the client went away",
                               generation_time_ms=elapsed)
         if not isinstance(e, GatewayError):
@@ -176,11 +167,8 @@ class Tracked:
         return Settlement(status="error", error_type=e.code, error_status=e.status, error_message=e.message,
                           attempts=attempts, generation_time_ms=elapsed)
 
-    async def _settle(self, st: Settlement) -> None:
-        try:
-            await self.store.ledger.settle(self.id, self.new.key_hash, self.reserved, st)
-        except Exception as e:  # the sweeper releases the reservation later; the row stays incomplete
-            log.error("could not settle generation %s: %s", self.id, type(e).__name__)
+    def _settle(self, st: Settlement) -> None:
+        self.store.ledger.settle(self.id, self.new.key_hash, self.reserved, st)  # queued (store/ledger.py)
 
     async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Pass a streamed answer through; its row becomes success, cancelled or error when it ends."""
@@ -196,13 +184,7 @@ class Tracked:
             status, err = "error", e
             raise
         finally:
-            _spawn(self._finish(status, err))
-
-    async def _finish(self, status: str, err: Any) -> None:
-        try:
-            await self.store.ledger.finish(self.id, status, (time.perf_counter() - self.t0) * 1000, err)
-        except Exception as e:
-            log.error("could not finish generation %s: %s", self.id, type(e).__name__)
+            self.store.ledger.finish(self.id, status, (time.perf_counter() - self.t0) * 1000, err)
 
 
 def _models_of(req: TranscriptionRequest | SpeechRequest) -> list[str]:
@@ -228,7 +210,8 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
     include_byok = bool(p and p.include_byok_in_limit)
     try:
         byok = await store.byok.keys_for(new.key_hash, _models_of(req))
-    except (SQLAlchemyError, OSError):
+    except (SQLAlchemyError, OSError) as e:
+        log.error("BYOK keys unavailable: %s", type(e).__name__)
         raise store_unavailable() from None
     BYOK_KEYS.set(byok)  # the adapters' api_key reads it for this request (providers/base.py)
     if stt:
@@ -236,23 +219,20 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
     try:
         estimate = estimate_nano(svc, req, seconds, byok, include_byok)
     except GatewayError as e:
-        with contextlib.suppress(SQLAlchemyError, OSError):
-            await store.ledger.record_failure(new, e)
+        await store.ledger.record_failure(new, e)
         raise
     try:
         reserved = await store.ledger.begin(new, estimate, limited=bool(p and p.limit_nano is not None))
-    except (SQLAlchemyError, OSError):
+    except (SQLAlchemyError, OSError) as e:
+        log.error("ledger unavailable: %s", type(e).__name__)
         raise store_unavailable() from None
     gen = Tracked(request, new, reserved, byok, include_byok)
     try:
         yield gen
     except BaseException as e:
-        await asyncio.shield(gen._settle(gen._failure(e)))
+        gen._settle(gen._failure(e))
         raise
-    if gen.route is None:  # the block ended without serving anything
-        await asyncio.shield(gen._settle(Settlement(status="error", error_type="not_served")))
-    else:
-        await asyncio.shield(gen._settle(gen._success()))
+    gen._settle(gen._success() if gen.route is not None else Settlement(status="error", error_type="not_served"))
 
 
 # ---- lookup --------------------------------------------------------------------------------------------
@@ -386,6 +366,7 @@ async def activity(request: Request) -> Response:
     if key_filter:
         q = q.where(Generation.key_hash == key_filter)
     store = request.app.state.store
+    await store.ledger.flush()
     async with store.db.sessions() as s:
         rows = (await s.execute(q)).all()
     svc = services(request)

@@ -168,6 +168,7 @@ async def model_endpoints_route(request: Request, author: str, slug: str) -> Res
     for e in model_endpoints(request, m):
         prov = svc.router.catalog.providers[e.provider]
         caps = e.capabilities
+        health = svc.router.health.snapshot(e.key)
         eps.append({
             "name": f"{prov.name} | {m.id}",
             "model_id": m.id, "model_name": m.name,
@@ -185,11 +186,14 @@ async def model_endpoints_route(request: Request, author: str, slug: str) -> Res
             "limits": e.limits.model_dump(),
             "capabilities": caps.model_dump(),
             "zdr": e.zdr, "data_collection": e.data_collection,
-            # measured by the router (routing/health.py): ms to answer / first audio; audio s or chars per s
-            "uptime_last_5m": None, "uptime_last_30m": svc.router.health.uptime(e.key), "uptime_last_1d": None,
-            "latency_last_30m": svc.router.health.snapshot(e.key)["latency_ms"],
-            "throughput_last_30m": svc.router.health.snapshot(e.key)["throughput"],
-            "circuit": svc.router.health.state(e.key),
+            # measured by the router (routing/health.py). OpenRouter's latency/throughput_last_30m are
+            # percentile objects ({p50, p75, p90, p99}); the router keeps moving averages, not percentiles, so
+            # those are null and the averages have their own fields: ms to answer (transcription) or to the
+            # first audio (speech); seconds of audio or characters per second.
+            "uptime_last_5m": None, "uptime_last_30m": health["uptime"], "uptime_last_1d": None,
+            "latency_last_30m": None, "throughput_last_30m": None,
+            "latency_ewma_ms": health["latency_ms"], "throughput_ewma": health["throughput"],
+            "circuit": health["circuit"],
         })
     body = {"data": {"id": m.id, "name": m.name, "created": m.created, "description": m.description,
                      "architecture": architecture(m), "endpoints": eps}}

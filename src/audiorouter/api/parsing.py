@@ -1,5 +1,7 @@
-"""Dialect bodies -> neutral requests. JSON (OpenRouter: base64 input_audio) and OpenAI multipart. Every
-problem becomes a 400 naming the field (413 for a body over the limit), never a 500."""
+"""Dialect bodies -> neutral requests. JSON (OpenRouter: base64 input_audio, decoded while the body streams
+in: api/json_body.py) and OpenAI multipart (small bodies split in memory, big ones spooled by Starlette's
+parser: api/multipart.py). Every problem becomes a 400 naming the field (413 for a body over the limit),
+never a 500."""
 from __future__ import annotations
 
 import base64
@@ -11,14 +13,16 @@ from typing import Any
 import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.types import Message
 
 from ..audio.sniff import INPUT_FORMATS, canonical, known, sniff
 from ..core.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from ..core.types import (SPEECH_FORMATS, TRANSCRIPT_FORMATS, Audio, RoutingPrefs, SpeechRequest,
                           TranscriptionRequest)
+from . import json_body
+from .json_body import DATA_URI as _DATA_URI
+from .json_body import BodyScanner, StreamedBase64, b64decode_strict
+from .multipart import FilePart, read_form
 
-_DATA_URI = re.compile(rb"^\s*data:[\w/+.-]*(;[\w=.+-]+)*;base64,", re.I)
 _WS = re.compile(rb"\s+")
 _B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
@@ -57,46 +61,69 @@ def _check_length(request: Request, limit: int) -> None:
         raise _too_large(limit, int(cl))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it passes `limit`, with or without Content-Length."""
+class ScannedBody(bytearray):
+    """A JSON body as `read_body` keeps it: the text with input_audio.data's string taken out (decoded as it
+    arrived; see api/json_body.py). Only `parse_json` reads it."""
+
+    scan: BodyScanner
+
+
+async def read_body(request: Request, limit: int) -> bytearray:
+    """The body, refusing (413) as soon as it passes `limit`, with or without Content-Length. A JSON object's
+    input_audio.data is decoded while it arrives and not kept as text (parse_json puts it back, decoded), so a
+    big base64 upload costs its decoded size, not four times the text."""
     _check_length(request, limit)
-    buf = bytearray()
+    scan = BodyScanner()
+    size = 0
     async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
+        size += len(chunk)
+        if size > limit:
             raise _too_large(limit)
-    return buf  # a bytearray: orjson reads it as is, without a second full copy
+        if chunk:
+            scan.feed(chunk)
+    scan.finish()
+    if not scan.extracted:
+        return scan.skel  # the body as it came (a bytearray: orjson reads it as is)
+    body = ScannedBody()
+    body += scan.skel
+    body.scan = scan
+    return body
 
 
-def limited_request(request: Request, limit: int) -> Request:
-    """The same request whose body stream raises 413 once more than `limit` bytes have arrived (chunked
-    uploads have no Content-Length to check up front)."""
-    _check_length(request, limit)
-    received = 0
-    receive = request.receive
-
-    async def counting_receive() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _too_large(limit)
-        return message
-
-    return Request(request.scope, counting_receive)
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes | bytearray) -> dict[str, Any]:
     if not body or body.isspace():  # (strip() would copy the whole body)
         raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
+    scan = body.scan if isinstance(body, ScannedBody) else None
     try:
-        data = orjson.loads(body)
+        data = orjson.loads(memoryview(body) if scan is not None else body)
     except orjson.JSONDecodeError as e:
-        raise InvalidRequest(f"body: invalid JSON ({e})", param="body") from None
+        raise InvalidRequest(f"body: invalid JSON ({_json_error(e, scan)})", param="body") from None
+    if scan is not None:
+        if scan.utf8_error or scan.error is not None:  # the skeleton parsed: the error is in the string
+            raise InvalidRequest(f"body: invalid JSON ({_json_error(None, scan)})", param="body")
     if not isinstance(data, dict):
         raise InvalidRequest(f"body: expected a JSON object, got {_kind(data)}", param="body")
+    if scan is not None:
+        ia = data.get("input_audio")
+        if isinstance(ia, dict) and ia.get("data") == scan.placeholder[1:-1].decode():
+            ia["data"] = scan.result
     return data
+
+
+def _json_error(e: orjson.JSONDecodeError | None, scan: BodyScanner | None) -> str:
+    """orjson's message for the whole body, from the skeleton's error and the string's own."""
+    if scan is None:
+        return str(e)
+    utf8 = f"{json_body.UTF8_MESSAGE}: line 1 column 1 (char 0)"
+    if scan.utf8_error or (e is not None and str(e).startswith(json_body.UTF8_MESSAGE)):
+        return utf8
+    mapped = None
+    if e is not None:
+        pos, line, col = scan.map_position(e.pos, e.lineno, e.colno)
+        mapped = (pos, f"{e.msg}: line {line} column {col} (char {pos})")
+    if scan.error is not None and (mapped is None or scan.error.pos <= mapped[0]):
+        return str(scan.error)
+    return mapped[1] if mapped is not None else str(e)
 
 
 def _kind(v: Any) -> str:
@@ -112,8 +139,10 @@ def _kind(v: Any) -> str:
         return "array"
     if isinstance(v, dict):
         return "object"
-    if isinstance(v, UploadFile):
+    if isinstance(v, (UploadFile, FilePart)):
         return "a file upload"
+    if isinstance(v, StreamedBase64):
+        return "string"
     return type(v).__name__
 
 
@@ -121,7 +150,7 @@ def decode_b64(s: str | bytes, field: str) -> bytes:
     """Standard or URL-safe base64, with or without padding, line breaks or a data: URI prefix."""
     if isinstance(s, str) and s[:5].lower() != "data:":
         try:  # the usual case, decoded straight from the str: no ASCII copy of a large body first
-            out = binascii.a2b_base64(s, strict_mode=True)
+            out = b64decode_strict(s)
             if out:
                 return out
         except (binascii.Error, ValueError):
@@ -147,8 +176,23 @@ def decode_b64(s: str | bytes, field: str) -> bytes:
         except (binascii.Error, ValueError):
             raise _invalid_b64(field, "it could not be decoded") from None
     if not out:
-        raise InvalidRequest(f"{field}: the audio is empty (0 bytes)", param=field, code="invalid_audio")
+        raise _empty_audio(field)
     return out
+
+
+def streamed_b64(v: StreamedBase64, field: str) -> bytes:
+    """decode_b64's answer for a string read_body already decoded."""
+    if v.error == json_body.NON_ASCII:
+        raise _invalid_b64(field, "it contains non-ASCII characters")
+    if v.error == json_body.ALPHABET:
+        raise _invalid_b64(field, "it has characters outside the base64 alphabet or a bad length")
+    if v.error == json_body.EMPTY:
+        raise _empty_audio(field)
+    return v.data
+
+
+def _empty_audio(field: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: the audio is empty (0 bytes)", param=field, code="invalid_audio")
 
 
 def _invalid_b64(field: str, why: str) -> InvalidRequest:
@@ -332,9 +376,15 @@ def transcription_from_json(data: dict[str, Any], task: str) -> TranscriptionReq
         req = _common(data, model, Audio(b"", declared_format=canonical(fmt)), task)
         req.extra["input_audio_url"] = url
         return req
-    b64 = _str(ia, "data", required=True, prefix="input_audio.")
+    b64 = ia.get("data")
+    if isinstance(b64, StreamedBase64):  # decoded by read_body as it arrived
+        if b64.blank:
+            raise InvalidRequest("input_audio.data: must not be empty", param="input_audio.data")
+    else:
+        b64 = _str(ia, "data", required=True, prefix="input_audio.")
     fmt = _str(ia, "format", required=True, prefix="input_audio.")
-    raw = decode_b64(b64, "input_audio.data")
+    raw = streamed_b64(b64, "input_audio.data") if isinstance(b64, StreamedBase64) \
+        else decode_b64(b64, "input_audio.data")
     audio = Audio(raw, declared_format=_declared_format(fmt, raw, "input_audio.format"))
     return _common(data, model, audio, task)
 
@@ -361,9 +411,9 @@ def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> Transc
 
 
 async def transcription_from_form(request: Request, task: str, limit: int) -> TranscriptionRequest:
-    request = limited_request(request, limit)
     try:
-        form = await request.form(max_files=4, max_fields=64, max_part_size=4 * 1024 * 1024)
+        form = await read_form(request, limit, _too_large, max_files=4, max_fields=64,
+                               max_part_size=4 * 1024 * 1024)
     except GatewayError:
         raise
     except Exception as e:  # multipart parser errors
@@ -382,7 +432,7 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
         up = form.get("file")
         if up is None:
             raise InvalidRequest("file: required field is missing (upload the audio as 'file')", param="file")
-        if not isinstance(up, UploadFile):
+        if not isinstance(up, FilePart):
             raise InvalidRequest("file: expected a file upload, got a text field", param="file")
         content = await up.read()
         if len(content) > limit:
@@ -397,8 +447,11 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
                 raise InvalidRequest(f"format: expected a string, got {_kind(fmt_field)}", param="format")
             declared = _declared_format(fmt_field, content, "format")
         else:  # the file name's extension, else the part's Content-Type; unknown ones ("blob") mean "detect"
-            ctype = canonical(up.content_type) if up.content_type else None
-            declared = ext if known(ext) else (ctype if known(ctype) else None)
+            if known(ext):
+                declared = ext
+            else:
+                ctype = canonical(up.content_type) if up.content_type else None
+                declared = ctype if known(ctype) else None
         return _common(data, model, Audio(content, declared_format=declared, filename=name), task)
     finally:
         await form.close()

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..audio.encode import StreamEncoder, content_type
 from ..audio.transcode import transcode_stream
@@ -18,30 +18,45 @@ from .context import route_headers, services
 from .errors import dialect_of
 from .generations import track
 from .parsing import parse_json, read_body, speech_from_json
+from .streaming import StreamedResponse
 
 router = APIRouter()
 ENCODE_SLICE_S = 0.25  # seconds of audio per encoder call for mp3/opus/aac/flac output
+FIRST_SLICE_S = 0.1  # the first call: enough for the first mp3/aac/opus packet (~1 ms of encoding, not ~3)
+
+
+def _slices(n: int, rate: int, first: bool) -> list[tuple[int, int]]:
+    step = max(1, int(rate * ENCODE_SLICE_S))
+    out, i = [], 0
+    if first and n > step:
+        i = max(1, int(rate * FIRST_SLICE_S))
+        out.append((0, i))
+    while i < n:
+        out.append((i, min(n, i + step)))
+        i += step
+    return out
 
 
 async def encoded(result: SpeechResult, fmt: str) -> AsyncIterator[bytes]:
     stream = result.stream
     if stream.encoding == "f32":
         enc = StreamEncoder(fmt, stream.rate)
-        # Compressed formats are fed a fraction of a second at a time: the first bytes leave after a few ms of
-        # encoding instead of a whole sentence's worth, and the event loop is never held for long.
-        step = max(1, int(stream.rate * ENCODE_SLICE_S)) if fmt not in ("pcm", "wav") else 0
+        # Compressed formats are fed a fraction of a second at a time (the very first slice smaller still):
+        # the first bytes leave after a millisecond or two of encoding instead of a whole sentence's worth,
+        # and the event loop is never held for long.
+        sliced = fmt not in ("pcm", "wav")
+        first = True
         async for chunk in result.chunks():
-            if chunk is None:
+            if chunk is None or not len(chunk):
                 continue
-            if not step or len(chunk) <= step:
-                out = enc.feed(chunk)
+            if not sliced:
+                yield enc.feed(chunk)
+                continue
+            for a, b in _slices(len(chunk), stream.rate, first):
+                out = enc.feed(chunk[a:b])
                 if out:
                     yield out
-                continue
-            for i in range(0, len(chunk), step):
-                out = enc.feed(chunk[i:i + step])
-                if out:
-                    yield out
+            first = False
         tail = enc.close()
         if tail:
             yield tail
@@ -86,8 +101,8 @@ async def speech(request: Request) -> Response:
     headers["X-Characters"] = str(len(req.input))
     headers["X-Cost"] = f"{result.usage.cost:.10f}".rstrip("0").rstrip(".") or "0"
     if req.stream_format == "sse":
-        return StreamingResponse(gen.stream(sse(result, req.response_format)), media_type="text/event-stream",
-                                 headers=headers)
-    return StreamingResponse(gen.stream(encoded(result, req.response_format)),
-                             media_type=content_type(req.response_format, output_rate(result, req.response_format)),
-                             headers=headers)
+        return StreamedResponse(gen.stream(sse(result, req.response_format)), media_type="text/event-stream",
+                                headers=headers)
+    return StreamedResponse(gen.stream(encoded(result, req.response_format)),
+                            media_type=content_type(req.response_format, output_rate(result, req.response_format)),
+                            headers=headers)

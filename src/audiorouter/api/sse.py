@@ -52,7 +52,10 @@ async def transcription_events(job: Any, dialect: str, state: Any = None,
     try:
         while True:
             try:
-                kind, value = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                # not asyncio.wait_for: on 3.11 it swallows a cancellation that lands as q.get() completes,
+                # and the client leaving is exactly such a cancellation (deltas arrive in bursts)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    kind, value = await q.get()
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue

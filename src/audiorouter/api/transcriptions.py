@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..cache import get_cache
 from ..cache import policy as cache_policy
@@ -17,6 +17,7 @@ from .generations import track
 from .parsing import parse_json, read_body, transcription_from_form, transcription_from_json
 from .render import render_transcript
 from .sse import tracked_events
+from .streaming import StreamedResponse
 from .url_input import fetch_audio
 
 router = APIRouter()
@@ -69,8 +70,8 @@ async def handle(request: Request, task: str) -> Response:
         except BaseException:
             job.close()
             raise
-        return StreamingResponse(tracked_events(tracker, gen, job, dialect, request.state),
-                                 media_type="text/event-stream", headers={**job.headers, "Cache-Control": "no-cache"})
+        return StreamedResponse(tracked_events(tracker, gen, job, dialect, request.state),
+                                media_type="text/event-stream", headers={**job.headers, "Cache-Control": "no-cache"})
     try:
         async with track(request, req, seconds=job.duration) as gen:  # ledger row, limit reservation
             result = await job.run()

@@ -85,7 +85,9 @@ def float_to_s16(x: np.ndarray) -> np.ndarray:
 
 
 def s16_to_float(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float32) * np.float32(1.0 / 32768.0)
+    out = x.astype(np.float32)
+    out *= np.float32(1.0 / 32768.0)  # in place: one float32 copy, not two
+    return out
 
 
 # ---- probing and streaming decode ----------------------------------------------------------------------
@@ -210,19 +212,114 @@ class Chunk:
 MIN_GAP_S = 0.12   # the shortest pause worth preferring over an energy minimum
 
 
+# Silero VAD (faster-whisper's model file and onnxruntime session), run the way faster_whisper.vad runs it and
+# with the same numbers out, but VAD_BATCH steps per model call into one reused buffer: the model's working
+# memory grows with the steps per call (a 72 s window in one call: ~33 MiB; 512 steps: ~7 MiB), its output
+# does not depend on the split (its LSTM state is carried from call to call, as faster-whisper does past
+# 10000 steps).
+VAD_STEP = 512      # samples per VAD step at 16 kHz
+VAD_CONTEXT = 64    # samples of the previous step prepended to each step
+VAD_BATCH = 512     # steps per model call (~16 s)
+VAD_THRESHOLD = 0.5
+VAD_MIN_SILENCE = RATE * 100 // 1000  # VadOptions(min_silence_duration_ms=100, speech_pad_ms=30,
+VAD_SPEECH_PAD = RATE * 30 // 1000    #            min_speech_duration_ms=100), as samples
+VAD_MIN_SPEECH = RATE * 100 // 1000
+
+
+def _vad_session():
+    from faster_whisper.vad import get_vad_model  # loaded once per process (lru_cache), shared with local Whisper
+    return get_vad_model().session
+
+
+def load_vad() -> None:
+    """Load the VAD and run it once (onnxruntime's first-run set-up), so the first long request does not pay
+    for it: the server calls this at start-up when chunking can happen."""
+    speech_probs(np.zeros(RATE, np.float32))
+
+
+def speech_probs(window: np.ndarray) -> np.ndarray:
+    """Speech probability of each 512-sample step of `window` (float32, 16 kHz), exactly as
+    faster_whisper.vad.get_speech_timestamps computes them: the window zero-padded by 512 - len % 512 samples
+    (a whole step when it divides evenly), the last step's last 64 samples zeroed, each step preceded by the
+    64 samples before it (zeros for the first)."""
+    session = _vad_session()
+    n = len(window)
+    steps = n // VAD_STEP + 1
+    full = n // VAD_STEP  # steps made only of window samples; step `full` is the padded last one
+    out = np.empty(steps, np.float32)
+    buf = np.empty((min(VAD_BATCH, steps), VAD_CONTEXT + VAD_STEP), np.float32)
+    h = np.zeros((1, 1, 128), np.float32)
+    c = np.zeros((1, 1, 128), np.float32)
+    for s0 in range(0, steps, VAD_BATCH):
+        s1 = min(s0 + VAD_BATCH, steps)
+        b = buf[:s1 - s0]
+        nf = min(s1, full) - s0  # rows of whole steps
+        if nf > 0:
+            b[:nf, VAD_CONTEXT:] = window[s0 * VAD_STEP:(s0 + nf) * VAD_STEP].reshape(nf, VAD_STEP)
+        if s1 > full:  # the padded last step
+            r, rest = full - s0, window[full * VAD_STEP:]
+            b[r, VAD_CONTEXT:VAD_CONTEXT + len(rest)] = rest
+            b[r, VAD_CONTEXT + len(rest):] = 0.0
+            b[r, -VAD_CONTEXT:] = 0.0
+        b[1:, :VAD_CONTEXT] = b[:-1, -VAD_CONTEXT:]
+        b[0, :VAD_CONTEXT] = window[s0 * VAD_STEP - VAD_CONTEXT:s0 * VAD_STEP] if s0 else 0.0
+        probs, h, c = session.run(None, {"input": b, "h": h, "c": c})
+        out[s0:s1] = np.asarray(probs).reshape(-1)
+    return out
+
+
+def speech_spans(probs: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """faster_whisper.vad.get_speech_timestamps' speech segments (start, end samples) from the step
+    probabilities, for this module's options (threshold 0.5, silence 100 ms, padding 30 ms, speech at least
+    100 ms, no maximum length)."""
+    neg = max(VAD_THRESHOLD - 0.15, 0.01)
+    spans: list[list[int]] = []
+    start: int | None = None
+    temp_end = 0
+    for i, p in enumerate(probs):  # numpy float32 scalars against Python floats, as faster-whisper compares
+        pos = VAD_STEP * i
+        if p >= VAD_THRESHOLD and temp_end:
+            temp_end = 0
+        if p >= VAD_THRESHOLD and start is None:
+            start = pos
+            continue
+        if p < neg and start is not None:
+            if not temp_end:
+                temp_end = pos
+            if pos - temp_end < VAD_MIN_SILENCE:
+                continue
+            if temp_end - start > VAD_MIN_SPEECH:
+                spans.append([start, temp_end])
+            start, temp_end = None, 0
+    if start is not None and n - start > VAD_MIN_SPEECH:
+        spans.append([start, n])
+    for i, sp in enumerate(spans):  # padding, split evenly where two segments are closer than twice it
+        if i == 0:
+            sp[0] = max(0, sp[0] - VAD_SPEECH_PAD)
+        if i != len(spans) - 1:
+            nxt = spans[i + 1]
+            silence = nxt[0] - sp[1]
+            if silence < 2 * VAD_SPEECH_PAD:
+                sp[1] += silence // 2
+                nxt[0] = max(0, nxt[0] - silence // 2)
+            else:
+                sp[1] = min(n, sp[1] + VAD_SPEECH_PAD)
+                nxt[0] = max(0, nxt[0] - VAD_SPEECH_PAD)
+        else:
+            sp[1] = min(n, sp[1] + VAD_SPEECH_PAD)
+    return [(a, b) for a, b in spans]
+
+
 def silence_gaps(window: np.ndarray) -> list[tuple[int, int]]:
     """Stretches without speech in `window` (float32, 16 kHz), as (start, end) sample offsets."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
     if len(window) < 512:
         return [(0, len(window))]
-    speech = get_speech_timestamps(window, VadOptions(min_silence_duration_ms=100, speech_pad_ms=30,
-                                                      min_speech_duration_ms=100))
     gaps: list[tuple[int, int]] = []
     prev = 0
-    for s in speech:
-        if s["start"] > prev:
-            gaps.append((prev, s["start"]))
-        prev = max(prev, s["end"])
+    for start, end in speech_spans(speech_probs(window), len(window)):
+        if start > prev:
+            gaps.append((prev, start))
+        prev = max(prev, end)
     if prev < len(window):
         gaps.append((prev, len(window)))
     return gaps

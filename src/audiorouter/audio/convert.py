@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
 import av
@@ -58,11 +59,25 @@ def accepted_name(fmt: str | None, formats: Iterable[str] | None) -> str | None:
     return None
 
 
+FRAME_SECONDS = 10  # encoder input per frame: only the encoded output is ever whole in memory
+
+
+def _s16(samples: np.ndarray) -> np.ndarray:
+    """Little-endian int16: int16 input as it is (no copy when already contiguous), float32 in [-1, 1]
+    clipped and scaled by 32767."""
+    if samples.dtype.kind == "i" and samples.dtype.itemsize == 2:
+        return np.ascontiguousarray(samples, dtype="<i2")
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
 def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
-    """Whole-file encoding of float32 mono samples, sized for upload (speech-grade bitrates)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    """One file of mono samples (int16 as they are, or float32 in [-1, 1]), sized for upload (speech-grade
+    bitrates). Converted and fed to the encoder FRAME_SECONDS at a time: besides the output, memory holds one
+    frame's worth, whatever the length."""
+    step = rate * FRAME_SECONDS
+    n = len(samples)
     if fmt == "wav":
-        return wav_header(rate, pcm.nbytes) + pcm.tobytes()
+        return b"".join([wav_header(rate, n * 2), *(_s16(samples[i:i + step]) for i in range(0, n, step))])
     container, codec, bitrate, out_rate = {
         "flac": ("flac", "flac", None, rate),
         "mp3": ("mp3", "libmp3lame", 32000, rate),
@@ -73,14 +88,23 @@ def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
         stream = out.add_stream(codec, rate=out_rate, layout="mono")
         if bitrate:
             stream.bit_rate = bitrate
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = 0
-        for packet in stream.encode(frame):
-            out.mux(packet)
+        for i in range(0, n, step):
+            frame = av.AudioFrame.from_ndarray(_s16(samples[i:i + step]).reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            frame.time_base = Fraction(1, rate)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
+
+
+def source_samples(audio: "PreparedAudio") -> np.ndarray:
+    """What to encode `audio` from: its int16 PCM where it keeps some (`pcm16`, 16 kHz mono: a chunk of long
+    audio, routing/longform.py), else its float32 samples."""
+    pcm = getattr(audio, "pcm16", None)
+    return pcm if pcm is not None else audio.samples
 
 
 def _cache(audio: "PreparedAudio") -> dict[str, bytes]:
@@ -93,8 +117,8 @@ def _cache(audio: "PreparedAudio") -> dict[str, bytes]:
 async def encoded(audio: "PreparedAudio", fmt: str) -> bytes:
     cache = _cache(audio)
     data = cache.get(fmt)
-    if data is None:
-        data = await asyncio.to_thread(encode_samples, audio.samples, fmt)
+    if data is None:  # samples fetched in the thread too: lazily decoded audio decodes off the event loop
+        data = await asyncio.to_thread(lambda: encode_samples(source_samples(audio), fmt))
         cache[fmt] = data
     return data
 

@@ -122,3 +122,11 @@ def to_s16_array(samples: np.ndarray) -> np.ndarray:
 def encode_all(samples: np.ndarray, fmt: str, rate: int) -> bytes:
     enc = StreamEncoder(fmt, rate, known_length=samples.size * 2 if fmt == "wav" else None)
     return enc.feed(samples) + enc.close()
+
+
+def warm_up(rate: int) -> None:
+    """Encode a moment of silence in every compressed format once (codec and muxer set-up, first-call
+    allocations), so the first request of each format does not pay for it."""
+    silence = np.zeros(rate // 10, np.float32)
+    for fmt in _CODECS:
+        encode_all(silence, fmt, rate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.types import Transcript, Word
+from ..core.text import pack
 
 LINE_CHARS = 42
 MAX_LINES = 2
@@ -19,17 +20,7 @@ class Cue:
 
 
 def _wrap(text: str, width: int = LINE_CHARS) -> list[str]:
-    lines: list[str] = []
-    cur = ""
-    for tok in text.split():
-        if cur and len(cur) + 1 + len(tok) > width:
-            lines.append(cur)
-            cur = tok
-        else:
-            cur = f"{cur} {tok}" if cur else tok
-    if cur:
-        lines.append(cur)
-    return lines
+    return pack(text.split(), width)
 
 
 def _cues_from_words(words: list[Word]) -> list[Cue]:

@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from ..core.errors import GatewayError, InvalidRequest, UpstreamError
+from ..core.errors import GatewayError, InvalidRequest
+from ..core.text import pack
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, raise_for_upstream
+from .http import HTTPProvider
 
 CONTENT_TYPES = {
     "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
@@ -50,25 +51,21 @@ def split_text(text: str, limit: int) -> list[str]:
     if len(text) <= limit:
         return [text]
     out: list[str] = []
-    cur = ""
+    units: list[str] = []
     for sent in (s.strip() for s in _SENTENCE.split(text)):
         if not sent:
             continue
-        while len(sent) > limit:  # one sentence longer than the limit: cut at the last space before it
-            cut = sent.rfind(" ", 0, limit + 1)
-            cut = cut if cut > 0 else limit
-            if cur:
-                out.append(cur)
-                cur = ""
-            out.append(sent[:cut].strip())
-            sent = sent[cut:].strip()
-        if cur and len(cur) + 1 + len(sent) > limit:
-            out.append(cur)
-            cur = sent
-        else:
-            cur = f"{cur} {sent}" if cur else sent
-    if cur:
-        out.append(cur)
+        if len(sent) > limit:  # one sentence longer than the limit: cut at the last space before it
+            out += pack(units, limit)
+            units = []
+            while len(sent) > limit:
+                cut = sent.rfind(" ", 0, limit + 1)
+                cut = cut if cut > 0 else limit
+                out.append(sent[:cut].strip())
+                sent = sent[cut:].strip()
+        if sent:
+            units.append(sent)
+    out += pack(units, limit)
     return [p for p in out if p]
 
 
@@ -96,24 +93,16 @@ class DeepgramProvider(HTTPProvider):
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.api_key}"}
 
-    def upstream_error(self, resp: httpx.Response) -> GatewayError:
+    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
         """Deepgram's envelope: {"err_code", "err_msg", "request_id"} (or {"category", "message"})."""
         try:
-            raise_for_upstream(self.slug, resp)
-        except GatewayError as e:
-            try:
-                body = resp.json()
-                code = body.get("err_code") or body.get("category") if isinstance(body, dict) else None
-            except ValueError:
-                code = None
-            if code:
-                e.metadata.setdefault("upstream_code", str(code))
-            if self.api_key and self.api_key in e.message:
-                e.message = e.message.replace(self.api_key, "***")
-                e.args = (e.message,)
-            return e
-        return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
-                             metadata={"provider_name": self.slug})
+            body = resp.json()
+            code = body.get("err_code") or body.get("category") if isinstance(body, dict) else None
+        except ValueError:
+            code = None
+        if code:
+            e.metadata.setdefault("upstream_code", str(code))
+        return e
 
     # ---- transcription ---------------------------------------------------------------------------------
     def listen_params(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
@@ -151,7 +140,8 @@ class DeepgramProvider(HTTPProvider):
             data, ctype = audio.data, CONTENT_TYPES[audio.format]
         else:  # a container we could decode but cannot name: send FLAC made from the decoded samples
             from ..audio.encode import encode_all
-            data, ctype = await asyncio.to_thread(encode_all, audio.samples, "flac", 16000), "audio/flac"
+            # in the thread: the samples themselves may be made lazily (decoded, or converted from int16)
+            data, ctype = await asyncio.to_thread(lambda: encode_all(audio.samples, "flac", 16000)), "audio/flac"
         resp = await self.post_checked(self.url("listen"), params=params, content=data,
                                        headers={**self.auth, "Content-Type": ctype})
         try:
@@ -203,8 +193,7 @@ class DeepgramProvider(HTTPProvider):
         return f"{upstream_model}-{v}" if "-" in v else f"{upstream_model}-{v}-en"
 
     async def _open(self, params: dict[str, str], text: str) -> httpx.Response:
-        return await self.open_audio_stream(self.client.build_request(
-            "POST", self.url("speak"), params=params, json={"text": text}, headers=self.auth))
+        return await self.open_audio_stream(self.url("speak"), params=params, json={"text": text}, headers=self.auth)
 
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         model = self.voice_model(endpoint.upstream_model, voice)

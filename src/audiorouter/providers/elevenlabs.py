@@ -22,10 +22,10 @@ from urllib.parse import quote
 
 import httpx
 
-from ..core.errors import GatewayError, InvalidRequest, UpstreamError
+from ..core.errors import GatewayError, InvalidRequest
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, raise_for_upstream
+from .http import HTTPProvider
 
 MIME = {
     "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
@@ -135,10 +135,9 @@ class ElevenLabsProvider(HTTPProvider):
     def auth(self) -> dict[str, str]:
         return {"xi-api-key": self.api_key or ""}
 
-    def upstream_error(self, resp: httpx.Response) -> GatewayError:
+    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
         """ElevenLabs' envelope: {"detail": {"status", "message"}} or, for validation, {"detail": [{"loc", "msg"}]}."""
         code = None
-        detail_msg = None
         try:
             body = resp.json()
             detail = body.get("detail") if isinstance(body, dict) else None
@@ -148,21 +147,12 @@ class ElevenLabsProvider(HTTPProvider):
                 d = detail[0]
                 loc = ".".join(str(x) for x in d.get("loc") or [] if x != "body")
                 detail_msg = f"{loc}: {d.get('msg')}" if loc else str(d.get("msg"))
+                e.message = f"{self.slug}: upstream answered {resp.status_code}: {detail_msg}"[:400]
         except ValueError:
             pass
-        try:
-            raise_for_upstream(self.slug, resp)
-        except GatewayError as e:
-            if detail_msg:
-                e.message = f"{self.slug}: upstream answered {resp.status_code}: {detail_msg}"[:400]
-            if code:
-                e.metadata.setdefault("upstream_code", str(code))
-            if self.api_key and self.api_key in e.message:
-                e.message = e.message.replace(self.api_key, "***")
-            e.args = (e.message,)
-            return e
-        return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
-                             metadata={"provider_name": self.slug})
+        if code:
+            e.metadata.setdefault("upstream_code", str(code))
+        return e
 
     # ---- speech-to-text ----------------------------------------------------------------------------------
     def stt_form(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
@@ -264,8 +254,7 @@ class ElevenLabsProvider(HTTPProvider):
         else:
             output_format, encoding, rate = "pcm_24000", "pcm", 24000
         url = self.url(f"text-to-speech/{quote(voice, safe='')}/stream")
-        resp = await self.open_audio_stream(self.client.build_request(
-            "POST", url, params={"output_format": output_format}, json=body, headers=self.auth))
+        resp = await self.open_audio_stream(url, params={"output_format": output_format}, json=body, headers=self.auth)
         return SpeechStream(self.drain(resp), encoding, rate)
 
 

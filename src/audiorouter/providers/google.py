@@ -38,7 +38,7 @@ import numpy as np
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, raise_for_upstream
+from .http import HTTPProvider
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
 SAMPLE_RATE = 16000            # PreparedAudio.samples
@@ -108,14 +108,6 @@ def _flac(samples: np.ndarray) -> bytes:
     return encode_all(samples, "flac", SAMPLE_RATE)
 
 
-def _redact(e: GatewayError, secrets: list[str | None]) -> GatewayError:
-    for s in secrets:
-        if s and len(s) >= 4 and s in e.message:
-            e.message = e.message.replace(s, "***")
-            e.args = (e.message,)
-    return e
-
-
 class GoogleProvider(HTTPProvider):
     # ---- configuration -----------------------------------------------------------------------------
     @property
@@ -160,7 +152,10 @@ class GoogleProvider(HTTPProvider):
         return h
 
     # ---- HTTP ------------------------------------------------------------------------------------------
-    def upstream_error(self, resp: httpx.Response) -> GatewayError:
+    def secrets(self) -> list[str | None]:
+        return [self.api_key, self.access_token]
+
+    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
         """Google's envelope is {"error": {"code", "message", "status", "details": [{"reason"}]}}. An invalid
         API key comes back as 400 INVALID_ARGUMENT / API_KEY_INVALID: that is our fault, not the client's."""
         status_name, reasons = "", set()
@@ -170,19 +165,13 @@ class GoogleProvider(HTTPProvider):
             reasons = {str(d.get("reason")) for d in err.get("details") or [] if isinstance(d, dict)}
         except (ValueError, AttributeError):
             pass
-        try:
-            raise_for_upstream(self.slug, resp)
-        except GatewayError as e:
-            if status_name:
-                e.message = e.message.replace(f"answered {resp.status_code}:", f"answered {resp.status_code} {status_name}:", 1)
-                e.args = (e.message,)
-                e.metadata.setdefault("upstream_code", status_name)
-            if resp.status_code == 400 and ("API_KEY_INVALID" in reasons or "API key not valid" in e.message):
-                # treated as the 401 it means: the router moves on to another provider instead of retrying
-                e = UpstreamError(e.message, retryable=True, upstream_status=401, status=502, metadata=e.metadata)
-            return _redact(e, [self.api_key, self.access_token])
-        return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
-                             metadata={"provider_name": self.slug})
+        if status_name:
+            e.message = e.message.replace(f"answered {resp.status_code}:", f"answered {resp.status_code} {status_name}:", 1)
+            e.metadata.setdefault("upstream_code", status_name)
+        if resp.status_code == 400 and ("API_KEY_INVALID" in reasons or "API key not valid" in e.message):
+            # treated as the 401 it means: the router moves on to another provider instead of retrying
+            e = UpstreamError(e.message, retryable=True, upstream_status=401, status=502, metadata=e.metadata)
+        return e
 
     async def _post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         resp = await self.post_checked(url, json=body, headers=headers)
@@ -235,11 +224,12 @@ class GoogleProvider(HTTPProvider):
         if audio.duration <= max_s:
             if audio.format in native and len(audio.data) <= MAX_INLINE_BYTES:
                 return [(0.0, audio.data)]
-            return [(0.0, await asyncio.to_thread(_flac, audio.samples))]
-        cuts = quiet_cuts(audio.samples, SAMPLE_RATE, max_s)
+            return [(0.0, await asyncio.to_thread(lambda: _flac(audio.samples)))]
 
-        def encode() -> list[tuple[float, bytes]]:
-            return [(a / SAMPLE_RATE, _flac(audio.samples[a:b])) for a, b in zip(cuts, cuts[1:]) if b > a]
+        def encode() -> list[tuple[float, bytes]]:  # off the event loop: the samples may be made lazily too
+            samples = audio.samples
+            cuts = quiet_cuts(samples, SAMPLE_RATE, max_s)
+            return [(a / SAMPLE_RATE, _flac(samples[a:b])) for a, b in zip(cuts, cuts[1:]) if b > a]
         return await asyncio.to_thread(encode)
 
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,

@@ -2,13 +2,15 @@
 one mapping from upstream failures to neutral errors (which the router retries or falls back on)."""
 from __future__ import annotations
 
+import functools
 from typing import Any, AsyncIterator
 
 import httpx
 
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
 from .base import ProviderAdapter
-from .fasthttp import FastTransport
+from .fasthttp import FastResponse, FastTransport, fast_body
+from .fasthttp import enabled as fast_enabled
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
@@ -76,59 +78,120 @@ class HTTPProvider(ProviderAdapter):
     def __init__(self, slug, spec, settings):
         super().__init__(slug, spec, settings)
         self._client: httpx.AsyncClient | None = None
+        self._transport: FastTransport | None = None
 
     @property
     def base_url(self) -> str:
         return (self.spec.base_url or "").rstrip("/")
 
     @property
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.spec.timeout_s, connect=min(10.0, self.spec.timeout_s))
+
+    @functools.cached_property
+    def _timeouts(self) -> dict[str, float | None]:
+        return self.timeout.as_dict()
+
+    @property
+    def transport(self) -> FastTransport:
+        """The connection pool for plain-http upstreams (providers/fasthttp.py); https goes to httpx's own."""
+        if self._transport is None:
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0)
+            self._transport = FastTransport(httpx.AsyncHTTPTransport(limits=limits))
+        return self._transport
+
+    @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            timeout = httpx.Timeout(self.spec.timeout_s, connect=min(10.0, self.spec.timeout_s))
-            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0)
-            # plain-http upstreams take the lean transport (providers/fasthttp.py); https keeps httpx's own
-            self._client = httpx.AsyncClient(timeout=timeout, transport=FastTransport(
-                httpx.AsyncHTTPTransport(limits=limits)))
+            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
         return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
+
+    async def send(self, method: str, url: str, *, params: Any = None, json: Any = None, content: Any = None,
+                   data: dict[str, Any] | None = None, files: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None, stream: bool = False) -> httpx.Response | FastResponse:
+        """One upstream exchange, with httpx.AsyncClient.request's arguments. Plain-http URLs skip the httpx
+        client: the body is encoded here and handed to the socket without copies (`FastResponse`, the same
+        reading interface). Transport failures raise httpx errors either way; the body is read unless
+        `stream`."""
+        body = fast_body(json, content, data, files) if url.startswith("http://") and fast_enabled() else None
+        if body is None:
+            request = self.client.build_request(method, url, params=params, json=json, content=content, data=data,
+                                                files=files, headers=headers)
+            return await self.client.send(request, stream=stream)
+        raw, parts = body
+        raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in (headers or {}).items()]
+        if params:
+            url = str(httpx.URL(url, params=params))
+        resp = await self.transport.request(method, url, raw, parts, self._timeouts)
+        if not stream:
+            await resp.aread()
+        return resp
+
+    # ---- credentials never reach a client --------------------------------------------------------------
+    def secrets(self) -> list[str | None]:
+        """What must never appear in an error a client (or the log) sees: the request's API key, plus
+        whatever other credential an adapter sends (override to add it)."""
+        return [self.api_key]
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret (of 4 characters or more, so a stray short value cannot mangle the
+        message) replaced by ***. Upstreams sometimes echo the key they were given in their error text."""
+        for secret in self.secrets():
+            if secret and len(secret) >= 4 and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def scrubbed(self, e: GatewayError) -> GatewayError:
+        e.message = self.scrub(e.message)
+        e.args = (e.message,)
+        return e
 
     # ---- shared request plumbing (adapters override the hooks for their provider's envelope) ----------
     def transport_error(self, e: httpx.HTTPError) -> UpstreamError:
-        return map_transport_error(self.slug, e)
+        return self.scrubbed(map_transport_error(self.slug, e))  # type: ignore[return-value]
 
     def upstream_error(self, resp: httpx.Response) -> GatewayError:
-        """The error a non-2xx answer maps to."""
+        """The error a non-2xx answer maps to: raise_for_upstream's, refined by the adapter's
+        refine_upstream_error, then scrubbed of secrets. Adapters override the hook, not this."""
         try:
             raise_for_upstream(self.slug, resp)
         except GatewayError as e:
-            return e
+            return self.scrubbed(self.refine_upstream_error(e, resp))
         return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,
                              metadata={"provider_name": self.slug})
+
+    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
+        """Hook: what the provider's own error envelope adds to the mapped error `e` (an upstream code, a
+        better message, another error class). The result is scrubbed afterwards."""
+        return e
 
     def _malformed(self, why: str) -> UpstreamError:
         return UpstreamError(f"{self.slug}: malformed upstream response ({why})", retryable=True,
                              metadata={"provider_name": self.slug})
 
-    async def post_checked(self, url: str, **kw: Any) -> httpx.Response:
+    async def post_checked(self, url: str, **kw: Any) -> httpx.Response | FastResponse:
         """POST and read the whole answer; a transport failure or a non-2xx raises the mapped error."""
         try:
-            resp = await self.client.post(url, **kw)
+            resp = await self.send("POST", url, **kw)
         except httpx.HTTPError as e:
             raise self.transport_error(e) from None
         if not resp.is_success:
             raise self.upstream_error(resp)
         return resp
 
-    async def open_audio_stream(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` and return the response with its body unread. A non-2xx is read (for its error
-        text), closed and raised as upstream_error; a transport failure at either step as transport_error;
-        a 2xx that is not audio (audio/* or application/octet-stream) is closed and raised as malformed."""
+    async def open_checked(self, url: str, **kw: Any) -> httpx.Response | FastResponse:
+        """POST and return the response with its body unread. A non-2xx is read (for its error text), closed
+        and raised as upstream_error; a transport failure at either step as transport_error."""
         try:
-            resp = await self.client.send(request, stream=True)
+            resp = await self.send("POST", url, stream=True, **kw)
         except httpx.HTTPError as e:
             raise self.transport_error(e) from None
         if not resp.is_success:
@@ -139,15 +202,22 @@ class HTTPProvider(ProviderAdapter):
             finally:
                 await resp.aclose()
             raise self.upstream_error(resp)
+        return resp
+
+    async def open_audio_stream(self, url: str, **kw: Any) -> httpx.Response | FastResponse:
+        """open_checked, and a 2xx that is not audio (audio/* or application/octet-stream) is closed and
+        raised as malformed."""
+        resp = await self.open_checked(url, **kw)
         ctype = resp.headers.get("content-type", "").lower()
         if not (ctype.startswith("audio/") or ctype.startswith("application/octet-stream")):
             await resp.aclose()
             raise self._malformed(f"expected audio, got Content-Type {ctype or 'none'!r}")
         return resp
 
-    async def drain(self, resp: httpx.Response, *, require_audio: bool = True) -> AsyncIterator[bytes]:
+    async def drain(self, resp: httpx.Response, *, require_audio: bool = True,
+                    empty_error: GatewayError | None = None) -> AsyncIterator[bytes]:
         """The non-empty chunks of a streamed body, closing it at the end; with require_audio, a body that
-        carried no bytes at all is malformed."""
+        carried no bytes at all raises `empty_error` (default: malformed, "empty audio")."""
         got = False
         try:
             async for b in resp.aiter_bytes():
@@ -159,4 +229,4 @@ class HTTPProvider(ProviderAdapter):
         finally:
             await resp.aclose()
         if require_audio and not got:
-            raise self._malformed("empty audio")
+            raise empty_error or self._malformed("empty audio")

@@ -63,20 +63,33 @@ class LocalProvider(ProviderAdapter):
     async def start(self) -> None:
         if self.settings.preload:
             await asyncio.to_thread(self.whisper.load)
-            await asyncio.to_thread(self.hibari.load, self.voices[0])
+            # one synthesis and one encoding per output format now, so the first request does not pay for
+            # onnxruntime's first runs, the G2P's caches, FFT plans and codec set-up (~30-40 ms)
+            await asyncio.to_thread(self._warm_speech)
+
+    def _warm_speech(self) -> None:
+        from ..audio.encode import warm_up
+        self.hibari.warm_up(self.voices[0])
+        warm_up(self.hibari.sample_rate)
 
     async def aclose(self) -> None:
         self.pool.shutdown()
         self.stt_pool.shutdown()
+        self.hibari.close()
 
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint, options: dict[str, Any],
                          progress=None) -> Transcript:
         engine = self.whisper
         language, prompt, temperature = _stt_options(req, options)
-        return await self.stt_pool.run(lambda: engine.transcribe(
-            audio.samples, task=req.task, language=language, prompt=prompt,
-            temperature=temperature, words=req.want_words, progress=progress,
-            on_segment=getattr(progress, "on_segment", None)))
+        cancel = threading.Event()
+        try:
+            return await self.stt_pool.run(lambda: engine.transcribe(
+                audio.samples, task=req.task, language=language, prompt=prompt,
+                temperature=temperature, words=req.want_words, progress=progress,
+                on_segment=getattr(progress, "on_segment", None), cancelled=cancel.is_set))
+        except asyncio.CancelledError:
+            cancel.set()  # the caller is gone (client left, or a faster fallback won): stop the engine too
+            raise
 
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         if voice not in self.voices:
@@ -84,9 +97,17 @@ class LocalProvider(ProviderAdapter):
                                  param="voice", metadata={"voices": self.voices})
         cancel = threading.Event()
         engine = self.hibari
+        pool, stt_pool = self.pool, self.stt_pool
+
+        # A second core may help this request's synthesis when no other local job runs and the event loop
+        # will not be busy encoding its output (mp3, opus, aac and flac are encoded there as they stream).
+        raw_out = req.response_format in ("pcm", "wav")
+
+        def spare_core() -> bool:
+            return raw_out and pool.running + stt_pool.running <= 1
 
         def produce(emit) -> None:
-            for chunk in engine.stream(req.input, voice, req.speed, cancelled=cancel.is_set):
+            for chunk in engine.stream(req.input, voice, req.speed, cancelled=cancel.is_set, spare_core=spare_core):
                 emit(chunk)
 
         q = self.pool.submit_stream(produce)

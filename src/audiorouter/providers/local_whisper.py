@@ -40,6 +40,15 @@ TAIL_REDECODE_S = 1.0  # a window whose text stops this long before its end has 
 LINGER_S = 0.05  # longest wait for requests still preparing their audio to join a batch
 
 
+class TranscriptionCancelled(Exception):
+    """Raised in the calling thread when its `cancelled()` check turns true (the client went away): the
+    request's remaining windows are dropped from the decoder's queue instead of being decoded for nobody."""
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class _Window:
     """One <= 30 s window of one request's speech, waiting for (or done by) the decoder thread."""
@@ -50,6 +59,7 @@ class _Window:
     language: str | None
     prompt: str | None
     future: Future = field(default_factory=Future)
+    cancelled: Callable[[], bool] = _never
 
 
 @dataclass
@@ -111,14 +121,18 @@ class WhisperEngine:
     def transcribe(self, samples: np.ndarray, *, task: str = "transcribe", language: str | None = None,
                    prompt: str | None = None, temperature: float | None = None, words: bool = False,
                    progress: Callable[[float], None] | None = None,
-                   on_segment: Callable[[Segment], None] | None = None) -> Transcript:
+                   on_segment: Callable[[Segment], None] | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> Transcript:
+        """`cancelled` is polled between windows and segments; once it returns True the work stops and
+        TranscriptionCancelled is raised (a batch already being decoded still finishes)."""
         self.load()
+        cancelled = cancelled or _never
         if words or temperature:
             return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
                                                temperature=temperature, words=words, progress=progress,
-                                               on_segment=on_segment)
+                                               on_segment=on_segment, cancelled=cancelled)
         return self._transcribe_batched(samples, task=task, language=language, prompt=prompt,
-                                        progress=progress, on_segment=on_segment)
+                                        progress=progress, on_segment=on_segment, cancelled=cancelled)
 
     # ---- batched path ----------------------------------------------------------------------------------
     def _windows(self, samples: np.ndarray):
@@ -135,7 +149,8 @@ class WhisperEngine:
         fe = self._model.feature_extractor
         return np.ascontiguousarray(pad_or_trim(fe(audio)[..., :-1]), dtype=np.float32)
 
-    def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment) -> Transcript:
+    def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment,
+                            cancelled: Callable[[], bool] = _never) -> Transcript:
         from faster_whisper.vad import SpeechTimestampsMap
         duration = len(samples) / SAMPLE_RATE
         with self._cv:
@@ -145,8 +160,10 @@ class WhisperEngine:
             speech, windows = self._windows(samples)
             if not windows:
                 return Transcript(text="", language=language, duration=duration, segments=[], task=task)
+            if cancelled():
+                raise TranscriptionCancelled()
             first = _Window(self._features(windows[0][0]), float(windows[0][1]["offset"]),
-                            float(windows[0][1]["duration"]), task, language, prompt)
+                            float(windows[0][1]["duration"]), task, language, prompt, cancelled=cancelled)
             self._submit([first], release=True)
             released = True
         finally:
@@ -158,13 +175,15 @@ class WhisperEngine:
             audio, meta = windows[i]
             # like faster-whisper without condition_on_previous_text: the prompt conditions the first window only
             return _Window(self._features(audio), float(meta["offset"]), float(meta["duration"]), task, lang,
-                           prompt if i == 0 else None)
+                           prompt if i == 0 else None, cancelled=cancelled)
 
         # The first window decides the language when none was given (as Whisper does with the first 30 s);
         # the others are queued together once it is known, and all of them batch with other requests' windows.
         rest = [window(i, language) for i in range(1, len(windows))]  # features while the first decodes
         results: list[_WindowResult | None] = [None] * len(windows)
         results[0] = first.future.result()
+        if cancelled():
+            raise TranscriptionCancelled()
         lang = language or results[0].language
         for w in rest:
             w.language = lang
@@ -200,8 +219,8 @@ class WhisperEngine:
                 if dur - done_to < TAIL_REDECODE_S:
                     break
                 tail = _Window(self._features(audio[int(done_to * SAMPLE_RATE):]), off + done_to, dur - done_to,
-                               task, lang, None)
-                self._submit([tail])
+                               task, lang, None, cancelled=cancelled)
+                self._submit([tail], front=True)  # its request's text waits on it: ahead of the queue
                 more = tail.future.result()
                 if not more.segments:
                     break
@@ -210,17 +229,23 @@ class WhisperEngine:
 
         emit(complete(0, results[0]))
         for i, w in enumerate(rest, start=1):
+            if cancelled():
+                raise TranscriptionCancelled()
             results[i] = w.future.result()
             emit(complete(i, results[i]))
         text = "".join(s.text for s in segments).strip()
         return Transcript(text=text, language=lang, duration=duration, segments=segments, task=task)
 
-    def _submit(self, ws: list[_Window], release: bool = False) -> None:
-        """Queue windows; `release` ends the request's 'preparing' state (its first window is in)."""
+    def _submit(self, ws: list[_Window], release: bool = False, front: bool = False) -> None:
+        """Queue windows (`front`: ahead of the others); `release` ends the request's 'preparing' state
+        (its first window is in)."""
         with self._cv:
             if release:
                 self._preparing -= 1
-            self._pending.extend(ws)
+            if front:
+                self._pending[:0] = ws
+            else:
+                self._pending.extend(ws)
             self._cv.notify_all()
 
     def _take_batch(self) -> list[_Window]:
@@ -235,13 +260,20 @@ class WhisperEngine:
                 if left <= 0:
                     break
                 self._cv.wait(left)
-            batch = self._pending[:self.batch_size]
-            del self._pending[:self.batch_size]
+            batch: list[_Window] = []
+            while self._pending and len(batch) < self.batch_size:
+                w = self._pending.pop(0)
+                if w.cancelled():  # its request is gone: not decoded for nobody
+                    w.future.set_exception(TranscriptionCancelled())
+                else:
+                    batch.append(w)
             return batch
 
     def _decode_loop(self) -> None:
         while True:
             batch = self._take_batch()
+            if not batch:
+                continue
             try:
                 results = self._decode(batch)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting requests
@@ -341,7 +373,7 @@ class WhisperEngine:
 
     # ---- sequential path (word timestamps, fixed temperature) --------------------------------------------
     def _transcribe_sequential(self, samples, *, task, language, prompt, temperature, words, progress,
-                               on_segment) -> Transcript:
+                               on_segment, cancelled: Callable[[], bool] = _never) -> Transcript:
         model = self._model
         duration = len(samples) / SAMPLE_RATE
         temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]
@@ -351,6 +383,8 @@ class WhisperEngine:
             condition_on_previous_text=False)
         segments: list[Segment] = []
         for s in seg_iter:
+            if cancelled():  # the generator decodes lazily: leaving it here stops the work
+                raise TranscriptionCancelled()
             seg = Segment(
                 id=len(segments), start=round(float(s.start), 3), end=round(float(s.end), 3), text=s.text, seek=s.seek,
                 tokens=list(s.tokens), temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),

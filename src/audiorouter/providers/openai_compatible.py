@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, Iterable
 
 import httpx
 
@@ -25,7 +25,7 @@ from ..audio import convert
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider, map_transport_error, raise_for_upstream
+from .http import HTTPProvider
 
 # Whisper's language names (as OpenAI's verbose_json reports them) -> ISO-639-1, so the neutral transcript
 # always carries a code.
@@ -203,56 +203,21 @@ class OpenAICompatibleProvider(HTTPProvider):
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    def scrub(self, text: str) -> str:
-        key = self.api_key
-        if key and len(key) >= 4 and key in text:
-            text = text.replace(key, "***")
-        return text
-
-    def _scrubbed(self, e: GatewayError) -> GatewayError:
-        e.message = self.scrub(e.message)
-        e.args = (e.message,)
+    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
+        """The upstream's Retry-After travels on to the client."""
         if isinstance(e, UpstreamError) and e.retry_after is not None:
             e.headers.setdefault("Retry-After", str(int(round(e.retry_after))))
         return e
-
-    def check(self, resp: httpx.Response) -> None:
-        try:
-            raise_for_upstream(self.slug, resp)
-        except GatewayError as e:
-            raise self._scrubbed(e) from None
-
-    def transport_error(self, e: httpx.HTTPError) -> UpstreamError:
-        return self._scrubbed(map_transport_error(self.slug, e))  # type: ignore[return-value]
 
     def url(self, path: str) -> str:
         return self.base_url + path
 
     async def post(self, path: str, **kw: Any) -> httpx.Response:
-        try:
-            resp = await self.client.post(self.url(path), headers=self.headers(), **kw)
-        except httpx.HTTPError as e:
-            raise self.transport_error(e) from None
-        self.check(resp)
-        return resp
+        return await self.post_checked(self.url(path), headers=self.headers(), **kw)
 
     async def open_stream(self, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
         """POST and return the response with its body unread (streaming); non-2xx raise here."""
-        request = self.client.build_request("POST", self.url(path), headers={**self.headers(), **(headers or {})},
-                                            **kw)
-        try:
-            resp = await self.client.send(request, stream=True)
-        except httpx.HTTPError as e:
-            raise self.transport_error(e) from None
-        if not resp.is_success:
-            try:
-                await resp.aread()
-            except httpx.HTTPError:
-                pass
-            finally:
-                await resp.aclose()
-            self.check(resp)
-        return resp
+        return await self.open_checked(self.url(path), headers={**self.headers(), **(headers or {})}, **kw)
 
     def json_body(self, resp: httpx.Response) -> Any:
         try:
@@ -327,20 +292,6 @@ class OpenAICompatibleProvider(HTTPProvider):
         body.update(self.options_for(options))
         return body
 
-    async def byte_chunks(self, resp: httpx.Response) -> AsyncIterator[bytes]:
-        got = False
-        try:
-            async for chunk in resp.aiter_bytes():
-                if chunk:
-                    got = True
-                    yield chunk
-        except httpx.HTTPError as e:
-            raise self.transport_error(e) from None
-        finally:
-            await resp.aclose()
-        if not got:
-            raise malformed(self.slug, "empty audio body")
-
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         fmt = self.native_format(req.response_format, endpoint.output_formats)
         resp = await self.open_stream(self.speech_path, json=self.speech_body(req, endpoint, voice, fmt, options))
@@ -353,4 +304,5 @@ class OpenAICompatibleProvider(HTTPProvider):
             finally:
                 await resp.aclose()
             raise malformed(self.slug, f"expected audio, got {ctype or 'no content type'}: {self.scrub(text[:120])!r}")
-        return SpeechStream(self.byte_chunks(resp), fmt, pcm_rate(ctype, self.speech_pcm_rate))
+        chunks = self.drain(resp, empty_error=malformed(self.slug, "empty audio body"))
+        return SpeechStream(chunks, fmt, pcm_rate(ctype, self.speech_pcm_rate))

@@ -25,15 +25,18 @@ import dataclasses
 import logging
 import math
 import re
+import threading
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
 from ..audio.chunking import (WAV_BYTES_PER_SECOND, Chunk, PcmSpool, decode_to_spool, plan_chunks,
                               probe_duration, s16_to_float)
+from ..audio.decode import wav_layout
 from ..audio.sniff import agrees
 from ..cache import OFF, REFRESH, USE, TranscriptCache, audio_digest, cache_key
 from ..core.errors import GatewayError, Overloaded, UpstreamError
+from ..core.text import pack
 from ..core.types import Audio, Segment, SpeechRequest, Transcript, TranscriptionRequest, Usage, Word
 from ..providers.base import PreparedAudio, SpeechStream
 from .pricing import estimate_text_tokens, speech_cost, transcription_cost
@@ -60,7 +63,7 @@ class ChunkPlan:
 
 
 def chunk_plan(router: Router, req: TranscriptionRequest, settings: Any) -> ChunkPlan:
-    cands, route = router._plan(req, "transcription")
+    cands, route = router.plan(req, "transcription")
     limit = float(getattr(settings, "chunk_seconds", 0) or 0) or math.inf
     for c in cands:
         lim = c.endpoint.limits
@@ -79,6 +82,15 @@ def chunk_plan(router: Router, req: TranscriptionRequest, settings: Any) -> Chun
     # chain them), so a chunk's text as prompt would bias the whole next chunk: measured worse, not better.
     context = bool(getattr(settings, "chunk_context", True)) and first.endpoint.capabilities.prompt and not local
     return ChunkPlan(cands, route.ignored_params, limit, conc, context)
+
+
+def chunking_possible(settings: Any, catalog: Any) -> bool:
+    """Whether any transcription could be cut into chunks (so the VAD is worth loading at start-up): a chunk
+    limit is set, or some transcription endpoint has a length or size limit (see chunk_plan)."""
+    if float(getattr(settings, "chunk_seconds", 0) or 0) > 0:
+        return True
+    return any(e.limits.max_seconds or e.limits.max_bytes
+               for m in catalog.by_kind("transcription") for e in m.endpoints)
 
 
 def _language_code(v: str | None) -> str | None:
@@ -224,6 +236,49 @@ def stitch(req: TranscriptionRequest, chunks: list[Chunk], results: list[Transcr
     return TranscriptionResult(transcript, usage, route)
 
 
+# ---- chunk audio -----------------------------------------------------------------------------------------
+class ChunkAudio(PreparedAudio):
+    """One chunk of long audio, kept as the 16 kHz mono int16 read from the spool (`pcm16`, its only copy).
+    What PreparedAudio promises is made from it when something asks, and kept: `data` (the raw s16le bytes,
+    format "pcm": for adapters that send PCM as it is) and `samples` (float32: the local engine). Re-encoding
+    for upload (audio/convert.py) reads `pcm16` directly, so an upstream chunk costs its int16 and the encoded
+    file, not four copies of the chunk."""
+
+    def __init__(self, pcm16: np.ndarray, duration: float):
+        self.pcm16 = pcm16
+        self._data: bytes | None = None
+        self._samples: np.ndarray | None = None
+        self._lock = threading.Lock()
+        super().__init__(None, "pcm", None, duration)  # type: ignore[arg-type]
+
+    @property
+    def data(self) -> bytes:  # type: ignore[override]
+        if self._data is None:
+            with self._lock:
+                if self._data is None:
+                    self._data = self.pcm16.astype("<i2", copy=False).tobytes()
+        return self._data
+
+    @data.setter
+    def data(self, value: bytes | None) -> None:
+        self._data = value
+
+    @property
+    def samples(self) -> np.ndarray:  # type: ignore[override]
+        if self._samples is None:
+            with self._lock:
+                if self._samples is None:
+                    self._samples = s16_to_float(self.pcm16)
+        return self._samples
+
+    @samples.setter
+    def samples(self, value: np.ndarray | None) -> None:
+        self._samples = value
+
+    def __repr__(self) -> str:  # never build the bytes or the float samples just to show the object
+        return f"ChunkAudio(format='pcm', samples={len(self.pcm16)}, duration={self.duration:.3f})"
+
+
 # ---- the job ---------------------------------------------------------------------------------------------
 class TranscriptionJob:
     def __init__(self, router: Router, req: TranscriptionRequest, field: str, settings: Any, *,
@@ -274,6 +329,8 @@ class TranscriptionJob:
         tmp = getattr(self.settings, "tmp_dir", None)
         if math.isinf(limit):
             est: float | None = 0.0
+        elif audio.data[:4] == b"RIFF" and (layout := wav_layout(audio.data)) is not None:
+            est = layout.duration  # read from the header: not worth a thread hop
         else:
             est = await asyncio.to_thread(probe_duration, audio.data, audio.declared_format)
         if est is not None and est <= limit * 0.9:
@@ -352,9 +409,8 @@ class TranscriptionJob:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _chunk_audio(self, ch: Chunk) -> PreparedAudio:
-        pcm = self.spool.read(ch.start, ch.end)
-        return PreparedAudio(pcm.tobytes(), "pcm", s16_to_float(pcm), ch.duration)
+    def _chunk_audio(self, ch: Chunk) -> "ChunkAudio":
+        return ChunkAudio(self.spool.read(ch.start, ch.end), ch.duration)
 
     async def _chunked(self, on_text: TextSink | None) -> TranscriptionResult:
         req, plan, chunks = self.req, self.plan, self.chunks
@@ -410,7 +466,7 @@ class TranscriptionJob:
         if req.task != "transcribe":
             return None
         try:
-            cands, _ = self.router._plan(req, "transcription")
+            cands, _ = self.router.plan(req, "transcription")
         except GatewayError:
             return None
         c = cands[0]
@@ -422,11 +478,11 @@ class TranscriptionJob:
         return c if speaks_openai(c.adapter) else None
 
     async def _stream_upstream(self, req, audio, cand: Candidate, on_text: TextSink) -> TranscriptionResult:
-        """One streaming attempt on `cand` (through Router._run: timeout, breaker, attempt record). Once text
+        """One streaming attempt on `cand` (through Router.run: timeout, breaker, attempt record). Once text
         has gone out nothing is retried; before that, a failure falls back to the other candidates, without
         streaming."""
         from ..api.sse import openai_stream_transcribe
-        _, route = self.router._plan(req, "transcription", duration=audio.duration)
+        _, route = self.router.plan(req, "transcription", duration=audio.duration)
         sent: list[str] = []
 
         def emit(d: str) -> None:
@@ -448,14 +504,14 @@ class TranscriptionJob:
                 raise
 
         try:
-            _, transcript = await self.router._run(route, [cand], start)
+            _, transcript = await self.router.run(route, [cand], start)
         except GatewayError as e:
             others = dataclasses.replace(req.provider, ignore=[*(req.provider.ignore or []), cand.endpoint.provider])
             oreq = dataclasses.replace(req, provider=others)
             if sent or e.status < 500 and e.status not in (408, 413, 429) or not req.provider.allow_fallbacks:
                 raise
             try:
-                self.router._plan(oreq, "transcription", duration=audio.duration)
+                self.router.plan(oreq, "transcription", duration=audio.duration)
             except GatewayError:
                 raise e from None
             hook = SegmentHook(asyncio.get_running_loop(), on_text)
@@ -469,9 +525,7 @@ class TranscriptionJob:
             emit(final)
         elif final.startswith(already) and len(final) > len(already):
             emit(final[len(already):])
-        ignored = getattr(self.router, "_ignored", None)
-        if ignored is not None:
-            route.ignored_params = ignored(req, cand.endpoint)
+        route.ignored_params = self.router.ignored_params(req, cand.endpoint)
         usage = Usage(seconds=audio.duration, input_tokens=transcript.input_tokens, output_tokens=transcript.output_tokens)
         usage.cost = transcription_cost(cand.endpoint.pricing, usage)
         if transcript.duration is None:
@@ -540,38 +594,17 @@ def split_text(text: str, limit: int) -> list[str]:
             if len(clause) <= limit:
                 units.append(clause)
                 continue
-            cur = ""
-            for word in clause.split():
-                while len(word) > limit:
-                    if cur:
-                        units.append(cur)
-                        cur = ""
-                    units.append(word[:limit])
-                    word = word[limit:]
-                if cur and len(cur) + 1 + len(word) > limit:
-                    units.append(cur)
-                    cur = word
-                else:
-                    cur = f"{cur} {word}" if cur else word
-            if cur:
-                units.append(cur)
-    pieces: list[str] = []
-    cur = ""
-    for u in units:
-        if cur and len(cur) + 1 + len(u) > limit:
-            pieces.append(cur)
-            cur = u
-        else:
-            cur = f"{cur} {u}" if cur else u
-    if cur:
-        pieces.append(cur)
-    return pieces
+            words: list[str] = []
+            for word in clause.split():  # a word longer than the limit is cut as it is
+                words += [word[i:i + limit] for i in range(0, len(word), limit)]
+            units += pack(words, limit)
+    return pack(units, limit)
 
 
 def speech_limit(router: Router, req: SpeechRequest) -> int | None:
     """The smallest max_characters among the endpoints that could serve the request, whatever its length
     (planned with a one-character stand-in, so the router's own length filter does not drop them)."""
-    cands, _ = router._plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), "speech")
+    cands, _ = router.plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), "speech")
     limits = [c.endpoint.limits.max_characters for c in cands if c.endpoint.limits.max_characters]
     return min(limits) if limits else None
 
@@ -586,7 +619,7 @@ async def speak(router: Router, req: SpeechRequest) -> SpeechResult:
     pieces = split_text(req.input, limit)
     # Pieces are joined as raw audio: ask for PCM where every candidate makes it (re-encoded once, as it
     # streams, into the requested format), else each piece is decoded and joined as samples.
-    cands, _ = router._plan(dataclasses.replace(req, input=pieces[0]), "speech")
+    cands, _ = router.plan(dataclasses.replace(req, input=pieces[0]), "speech")
     if all(c.endpoint.output_formats is None or "pcm" in c.endpoint.output_formats for c in cands):
         req = dataclasses.replace(req, response_format="pcm")
     first = await router.speak(dataclasses.replace(req, input=pieces[0]))

@@ -348,17 +348,24 @@ class Router:
         sel = self._select(model, req, duration)
         if sel.error is not None:
             raise sel.error
-        return sel.cands, self._ignored(req, sel.cands[0].endpoint) if sel.cands else []
+        return sel.cands, self.ignored_params(req, sel.cands[0].endpoint) if sel.cands else []
 
     @staticmethod
-    def _ignored(req: TranscriptionRequest | SpeechRequest, endpoint: Endpoint) -> list[str]:
+    def ignored_params(req: TranscriptionRequest | SpeechRequest, endpoint: Endpoint) -> list[str]:
+        """The request's soft parameters that `endpoint` cannot honour (and will drop), for Route.ignored_params;
+        none with provider.require_parameters, which keeps such endpoints out instead."""
         if req.provider.require_parameters:
             return []
         _, soft = _requirements(req)
         return sorted({p for p, cap in soft if not getattr(endpoint.capabilities, cap)})
 
-    def _plan(self, req: TranscriptionRequest | SpeechRequest, kind: Kind,
-              duration: float | None = None) -> tuple[list[Candidate], Route]:
+    def plan(self, req: TranscriptionRequest | SpeechRequest, kind: Kind,
+             duration: float | None = None) -> tuple[list[Candidate], Route]:
+        """The candidates that may serve `req`, in the order they are tried (the model's, then its `models`
+        fallbacks', local substitutes last, endpoints with an open circuit left out), and a fresh Route to
+        record the attempts in. `duration` (seconds of audio) applies the endpoints' audio-length limits (without
+        it they are not checked; speech input length always is). Raises the GatewayError that explains why
+        nothing can serve."""
         self._check_max_price(req.provider.max_price)
         ids = [req.model] + [m for m in (req.models or []) if m != req.model]
         models = [self.resolve(mid, kind, field_name="model" if i == 0 else f"models[{i - 1}]")
@@ -391,7 +398,7 @@ class Router:
             assert first_error is not None
             raise first_error
         # provisional (the first candidate's); recomputed for the endpoint that serves
-        route = Route(model=models[0].id, ignored_params=self._ignored(req, cands[0].endpoint))
+        route = Route(model=models[0].id, ignored_params=self.ignored_params(req, cands[0].endpoint))
         open_ = [c for c in cands if c.tracked and not self.health.available(c.key)]
         if open_:
             for c in open_:
@@ -405,6 +412,7 @@ class Router:
                                    metadata={"model": models[0].id, "skipped": route.skipped}, code="circuit_open",
                                    headers={"Retry-After": str(wait)})
         return cands, route
+
 
     # ---- execution ------------------------------------------------------------------------------
     def _attempt_timeout(self, cand: Candidate) -> float:
@@ -452,8 +460,12 @@ class Router:
             raise UpstreamError(f"{provider}: the adapter failed ({e.__class__.__name__})", retryable=False,
                                 metadata={"provider_name": provider}) from None
 
-    async def _run(self, route: Route, cands: list[Candidate], start: Callable[[Candidate], Awaitable[Any]],
-                   units: Callable[[Any], float | None] | None = None) -> tuple[Candidate, Any]:
+    async def run(self, route: Route, cands: list[Candidate], start: Callable[[Candidate], Awaitable[Any]],
+                  units: Callable[[Any], float | None] | None = None) -> tuple[Candidate, Any]:
+        """Call `start(candidate)` on `cands` in order, with the retries, backoff, per-attempt timeout, deadline
+        and circuit breaker described above, recording every attempt in `route`; returns the candidate that
+        served and what `start` returned, or raises the aggregate error. `units(result)` (e.g. seconds of
+        audio) feeds the endpoint's throughput history."""
         deadline = time.monotonic() + float(self.settings.request_deadline_s)
         tries = max(1, int(self.settings.retry_attempts))
         last: GatewayError | None = None
@@ -554,15 +566,15 @@ class Router:
 
     # ---- transcription --------------------------------------------------------------------------
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, progress=None) -> TranscriptionResult:
-        cands, route = self._plan(req, "transcription", duration=audio.duration)
+        cands, route = self.plan(req, "transcription", duration=audio.duration)
 
         async def start(cand: Candidate) -> Transcript:
             options = dict(req.provider.options.get(cand.endpoint.provider, {}))
             kwargs = {"progress": progress} if progress is not None and cand.endpoint.provider == "local" else {}
             return await cand.adapter.transcribe(req, audio, cand.endpoint, options, **kwargs)
 
-        cand, transcript = await self._run(route, cands, start, units=lambda _t: audio.duration)
-        route.ignored_params = self._ignored(req, cand.endpoint)
+        cand, transcript = await self.run(route, cands, start, units=lambda _t: audio.duration)
+        route.ignored_params = self.ignored_params(req, cand.endpoint)
         usage = Usage(seconds=audio.duration, input_tokens=transcript.input_tokens,
                       output_tokens=transcript.output_tokens)
         usage.cost = transcription_cost(cand.endpoint.pricing, usage)
@@ -587,7 +599,7 @@ class Router:
         return endpoint.voice_map.get(name, name)
 
     async def speak(self, req: SpeechRequest) -> SpeechResult:
-        cands, route = self._plan(req, "speech")
+        cands, route = self.plan(req, "speech")
 
         async def start(cand: Candidate) -> tuple[SpeechStream, Any]:
             options = dict(req.provider.options.get(cand.endpoint.provider, {}))
@@ -602,8 +614,8 @@ class Router:
                 first = None
             return stream, first
 
-        cand, (stream, first) = await self._run(route, cands, start)
-        route.ignored_params = self._ignored(req, cand.endpoint)
+        cand, (stream, first) = await self.run(route, cands, start)
+        route.ignored_params = self.ignored_params(req, cand.endpoint)
         usage = Usage(characters=len(req.input))
         p = cand.endpoint.pricing
         if p.per_million_input_tokens is not None:

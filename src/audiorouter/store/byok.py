@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
+from .cache import TTLCache
 from .crypto import Vault
 from .db import Database
 from .keys import iso
@@ -24,14 +25,20 @@ def mask(secret: str) -> str:
 
 
 class ByokStore:
-    def __init__(self, db: Database, vault: Vault):
+    def __init__(self, db: Database, vault: Vault, *, ttl_s: float = 2.0):
         self.db = db
         self.vault = vault
+        self._usable = TTLCache(ttl_s)  # "rows" -> the enabled keys, decrypted, in order of preference
+        db.on_change(self._changed)
+
+    def _changed(self, topic: str) -> None:
+        if topic in ("byok", "*"):
+            self._usable.drop()
 
     async def create(self, *, provider: str, key: str, name: str | None, allowed_api_key_hashes: list[str] | None,
                      allowed_models: list[str] | None, disabled: bool, is_fallback: bool) -> ByokKey:
         now = utcnow()
-        async with self.db.writer() as s, s.begin():
+        async with self.db.changing("byok") as s:
             order = await s.scalar(select(func.count()).select_from(ByokKey).where(ByokKey.provider == provider))
             row = ByokKey(id=secrets.token_hex(16), provider=provider, name=name, label=mask(key),
                           encrypted_key=self.vault.encrypt(key), allowed_api_key_hashes=allowed_api_key_hashes,
@@ -62,36 +69,46 @@ class ByokStore:
             values["encrypted_key"] = self.vault.encrypt(secret)
             values["label"] = mask(secret)
         values["updated_at"] = utcnow()
-        async with self.db.writer() as s, s.begin():
+        async with self.db.changing("byok") as s:
             res = await s.execute(update(ByokKey).where(ByokKey.id == byok_id).values(**values))
-            if not res.rowcount:
-                return None
+        if not res.rowcount:
+            return None
         return await self.get(byok_id)
 
     async def delete(self, byok_id: str) -> bool:
-        async with self.db.writer() as s, s.begin():
-            return (await s.execute(delete(ByokKey).where(ByokKey.id == byok_id))).rowcount > 0
+        async with self.db.changing("byok") as s:
+            res = await s.execute(delete(ByokKey).where(ByokKey.id == byok_id))
+        return res.rowcount > 0
 
     async def keys_for(self, key_hash: str | None, models: list[str]) -> dict[str, str]:
         """provider slug -> plaintext key usable by this API key for these models (first in sort order;
-        a non-fallback key before a fallback one)."""
+        a non-fallback key before a fallback one). Reads the in-process copy (store/cache.py)."""
+        self.db.poll_changes()
+        out: dict[str, str] = {}
+        for provider, hashes, allowed_models, plain in await self._usable.get("rows", self._load):
+            if provider in out:
+                continue
+            if hashes is not None and key_hash not in hashes:
+                continue
+            if allowed_models is not None and not any(m in allowed_models for m in models):
+                continue
+            out[provider] = plain
+        return out
+
+    async def _load(self) -> list[tuple[str, frozenset | None, frozenset | None, str]]:
         async with self.db.sessions() as s:
             rows = list((await s.scalars(select(ByokKey).where(ByokKey.disabled.is_(False))
                                          .order_by(ByokKey.is_fallback, ByokKey.sort_order, ByokKey.created_at))).all())
-        out: dict[str, str] = {}
+        usable = []
         for r in rows:
-            if r.provider in out:
-                continue
-            if r.allowed_api_key_hashes is not None and key_hash not in r.allowed_api_key_hashes:
-                continue
-            if r.allowed_models is not None and not any(m in r.allowed_models for m in models):
-                continue
             plain = self.vault.decrypt(r.encrypted_key)
             if plain is None:
                 log.warning("BYOK key %s (%s) cannot be decrypted with the configured secret; skipped", r.id, r.provider)
                 continue
-            out[r.provider] = plain
-        return out
+            hashes, models = r.allowed_api_key_hashes, r.allowed_models
+            usable.append((r.provider, None if hashes is None else frozenset(hashes),
+                           None if models is None else frozenset(models), plain))
+        return usable
 
 
 def byok_data(r: ByokKey) -> dict[str, Any]:

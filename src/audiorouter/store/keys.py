@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .cache import TTLCache
 from .db import Database
 from .models import ApiKey, Generation, Meta, to_nano, to_usd, utcnow
 
@@ -65,9 +67,9 @@ def next_reset(reset: str | None, now: datetime | None = None) -> datetime | Non
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key (hash and settings as of this request)."""
+    """Who is calling: an API key (hash and settings; shared by the requests that use the cached copy)."""
     hash: str
     name: str
     label: str
@@ -92,27 +94,51 @@ def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+async def _nothing() -> None:
+    return None
+
+
 class KeyStore:
-    def __init__(self, db: Database):
+    """Keys and auth mode. The request path (auth_enabled, lookup) reads in-process copies (store/cache.py);
+    reads of usage first wait for this process' queued ledger writes (`flush`), so they see every request
+    this process has answered."""
+
+    def __init__(self, db: Database, *, ttl_s: float = 2.0, flush: Callable[[], Awaitable[None]] = _nothing):
         self.db = db
+        self.ttl_s = ttl_s
+        self._flush = flush
         self._auth_on = False
+        self._auth_checked_until = 0.0  # while auth is off, re-read it after this (monotonic)
+        self._principals = TTLCache(ttl_s)  # sha256 of the token -> Principal, or None (no such key)
+        db.on_change(self._changed)
+
+    def _changed(self, topic: str) -> None:
+        if topic == "byok":
+            return
+        self._auth_checked_until = 0.0
+        if topic != "auth":
+            self._principals.drop(topic[4:] if topic.startswith("key:") else None)
 
     # ---- auth mode ----------------------------------------------------------------------------------
     async def auth_enabled(self) -> bool:
         """True once any key has ever existed (deleting every key does not silently open the gateway)."""
         if self._auth_on:
             return True
+        self.db.poll_changes()
+        if time.monotonic() < self._auth_checked_until:
+            return False
         async with self.db.sessions() as s:
             on = await s.scalar(select(Meta.value).where(Meta.key == "auth")) == "on"
             if not on:
                 on = (await s.scalar(select(func.count()).select_from(ApiKey))) > 0
-        self._auth_on = on
-        return on
+        self._auth_on = self._auth_on or on
+        self._auth_checked_until = time.monotonic() + self.ttl_s
+        return self._auth_on
 
     async def _mark_auth_on(self) -> None:
         """Record that auth is on (its own transaction: replicas may race to write it first)."""
         try:
-            async with self.db.writer() as s, s.begin():
+            async with self.db.changing("auth") as s:
                 if await s.get(Meta, "auth") is None:
                     s.add(Meta(key="auth", value="on"))
         except IntegrityError:
@@ -120,15 +146,20 @@ class KeyStore:
         self._auth_on = True
 
     # ---- lookup -------------------------------------------------------------------------------------
-    async def lookup(self, secret: str) -> ApiKey | None:
+    async def lookup(self, secret: str) -> Principal | None:
+        """The key with this secret (None: there is none) from the cache: current as of the last change
+        notice this process heard (store/db.py), and never older than ttl_s."""
         h = hash_secret(secret)
+        self.db.poll_changes()
+        return await self._principals.get(h, lambda: self._load(h))
+
+    async def _load(self, h: str) -> Principal | None:
         async with self.db.sessions() as s:
             row = await s.get(ApiKey, h)
-        if row is None or not same_hash(row.hash, h):
-            return None
-        return row
+        return Principal.of(row) if row is not None and same_hash(row.hash, h) else None
 
     async def get(self, key_hash: str) -> ApiKey | None:
+        await self._flush()
         async with self.db.sessions() as s:
             return await s.get(ApiKey, key_hash)
 
@@ -138,6 +169,7 @@ class KeyStore:
             q = q.where(ApiKey.disabled.is_(False))
         if not include_expired:
             q = q.where((ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > utcnow()))
+        await self._flush()
         async with self.db.sessions() as s:
             return list((await s.scalars(q.offset(offset).limit(limit))).all())
 
@@ -155,7 +187,7 @@ class KeyStore:
                      rate_limit_rpm=rate_limit_rpm, max_concurrency=max_concurrency, usage_nano=0,
                      byok_usage_nano=0, window_usage_nano=0, window_start=window_start(limit_reset, now),
                      reserved_nano=0, source=source, created_at=now, updated_at=None, last_used_at=None)
-        async with self.db.writer() as s, s.begin():
+        async with self.db.changing(f"key:{row.hash}") as s:
             s.add(row)
         await self._mark_auth_on()
         return row, secret
@@ -164,7 +196,7 @@ class KeyStore:
         """Register the management key given in AUDIOROUTER_MANAGEMENT_KEY (idempotent across replicas)."""
         h = hash_secret(secret)
         try:
-            async with self.db.writer() as s, s.begin():
+            async with self.db.changing(f"key:{h}") as s:
                 if await s.get(ApiKey, h) is None:
                     now = utcnow()
                     s.add(ApiKey(hash=h, name="management (AUDIOROUTER_MANAGEMENT_KEY)", label=label_of(secret),
@@ -184,16 +216,16 @@ class KeyStore:
             else:
                 values[k] = v
         values["updated_at"] = utcnow()
-        async with self.db.writer() as s, s.begin():
+        async with self.db.changing(f"key:{key_hash}") as s:
             res = await s.execute(update(ApiKey).where(ApiKey.hash == key_hash).values(**values))
-            if res.rowcount == 0:
-                return None
+        if res.rowcount == 0:
+            return None
         return await self.get(key_hash)
 
     async def delete(self, key_hash: str) -> bool:
-        async with self.db.writer() as s, s.begin():
+        async with self.db.changing(f"key:{key_hash}") as s:
             res = await s.execute(delete(ApiKey).where(ApiKey.hash == key_hash))
-            return res.rowcount > 0
+        return res.rowcount > 0
 
     # ---- usage --------------------------------------------------------------------------------------
     async def usage_windows(self, key_hash: str | None) -> dict[str, float]:
@@ -210,6 +242,7 @@ class KeyStore:
         q = select(*cols).where(Generation.created_at >= earliest)
         if key_hash is not None:
             q = q.where(Generation.key_hash == key_hash)
+        await self._flush()
         async with self.db.sessions() as s:
             row = (await s.execute(q)).one()
         names = ("usage_daily", "usage_weekly", "usage_monthly", "byok_usage_daily", "byok_usage_weekly",
@@ -222,6 +255,7 @@ class KeyStore:
                    func.coalesce(func.sum(Generation.upstream_cost_nano).filter(Generation.is_byok.is_(True)), 0))
         if key_hash is not None:
             q = q.where(Generation.key_hash == key_hash)
+        await self._flush()
         async with self.db.sessions() as s:
             a, b = (await s.execute(q)).one()
         return to_usd(int(a or 0)), to_usd(int(b or 0))

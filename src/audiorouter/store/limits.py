@@ -97,12 +97,13 @@ class Limits:
 
     @contextlib.asynccontextmanager
     async def slot(self, key: str, member: str) -> AsyncIterator[None]:
-        """Hold an acquired lease: renewed while the request runs, released after."""
-        renewer = asyncio.create_task(self._renew_loop(key, member))
+        """Hold an acquired lease until the block ends; shared leases expire, so they are renewed meanwhile."""
+        renewer = asyncio.create_task(self._renew_loop(key, member)) if self.shared else None
         try:
             yield
         finally:
-            renewer.cancel()
+            if renewer is not None:
+                renewer.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self.release(key, member))
 
@@ -118,9 +119,11 @@ class Limits:
 
 
 class MemoryLimits(Limits):
+    """This process only, no I/O. A lease lasts until released (slot() always releases it)."""
+
     def __init__(self) -> None:
         self._hits: dict[str, deque[float]] = {}
-        self._leases: dict[str, dict[str, float]] = {}
+        self._leases: dict[str, set[str]] = {}
 
     async def hit(self, key: str, limit: int, member: str) -> RateDecision:
         now = time.time() * 1000
@@ -134,22 +137,14 @@ class MemoryLimits(Limits):
         return RateDecision(allowed, limit, limit - len(q), reset, int(now))
 
     async def acquire(self, key: str, max_concurrent: int, member: str) -> bool:
-        now = time.time() * 1000
-        leases = self._leases.setdefault(key, {})
-        for m in [m for m, exp in leases.items() if exp <= now]:
-            del leases[m]
+        leases = self._leases.setdefault(key, set())
         if len(leases) >= max_concurrent:
             return False
-        leases[member] = now + self.lease_ttl_ms
+        leases.add(member)
         return True
 
-    async def renew(self, key: str, member: str) -> None:
-        leases = self._leases.get(key, {})
-        if member in leases:
-            leases[member] = time.time() * 1000 + self.lease_ttl_ms
-
     async def release(self, key: str, member: str) -> None:
-        self._leases.get(key, {}).pop(member, None)
+        self._leases.get(key, set()).discard(member)
 
 
 class RedisLimits(Limits):

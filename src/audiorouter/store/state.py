@@ -40,12 +40,12 @@ class Store:
         else:
             self.config_error = None
         self.db = Database(self.url)
-        self.keys = KeyStore(self.db)
-        self.ledger = Ledger(self.db, settings.reservation_ttl_s)
+        self.ledger = Ledger(self.db, settings.reservation_ttl_s, settings.ledger_linger_ms / 1000)
+        self.keys = KeyStore(self.db, ttl_s=settings.key_cache_ttl_s, flush=self.ledger.flush)
         self.vault = Vault(None)
-        self.byok = ByokStore(self.db, self.vault)
+        self.byok = ByokStore(self.db, self.vault, ttl_s=settings.key_cache_ttl_s)
         self.limits: Limits = MemoryLimits()
-        self._sweeper: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self, *, check_bind: bool = True) -> None:
         s = self.settings
@@ -75,7 +75,9 @@ class Store:
             await self.check_bind()
         with contextlib.suppress(Exception):
             await self.ledger.sweep()
-        self._sweeper = asyncio.create_task(self._sweep_loop())
+        self._tasks.append(asyncio.create_task(self._sweep_loop()))
+        if not self.db.is_sqlite:
+            self._tasks.append(asyncio.create_task(self.db.listen()))
 
     async def auth_required(self) -> bool:
         return bool(self.settings.require_auth) or await self.keys.auth_enabled()
@@ -101,9 +103,10 @@ class Store:
                 log.warning("ledger sweep failed: %s", type(e).__name__)
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(BaseException):
-                await self._sweeper
+                await task
+        await self.ledger.close()  # writes what is still queued
         await self.limits.close()
         await self.db.close()

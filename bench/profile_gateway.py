@@ -1,0 +1,98 @@
+"""Profile audiorouter under wrk load with py-spy, the way the gateway benchmark drives it.
+
+    python bench/profile_gateway.py json --conc 32 --seconds 10      # -> bench/.work/prof-json-c32.txt
+
+Starts the fake upstream (0 ms) and one audiorouter pinned to a core, runs wrk for the request kind, samples
+the server with `py-spy record --format raw` and prints the hottest frames (self and total), so a change can be
+checked quickly without the whole `make bench`. Needs py-spy (`pip install py-spy`)."""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from gateways import API_KEY, audiorouter_target, body_file  # noqa: E402
+from procs import ROOT, WORK, Server, cores, free_port, wrk  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads (the taskset wrapper execs, so the pid is the server)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summarize(raw: Path, top: int) -> str:
+    self_t: collections.Counter[str] = collections.Counter()
+    total_t: collections.Counter[str] = collections.Counter()
+    n = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        c = int(count)
+        n += c
+        frames = stack.split(";")
+        self_t[frames[-1]] += c
+        for f in set(frames):
+            total_t[f] += c
+    out = [f"{n} samples", "", "self:"]
+    out += [f"{100 * c / n:5.1f}%  {f}" for f, c in self_t.most_common(top)]
+    out += ["", "total:"]
+    out += [f"{100 * c / n:5.1f}%  {f}" for f, c in total_t.most_common(top * 2)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["json", "multipart", "speech"])
+    ap.add_argument("--conc", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--delay", type=int, default=0, help="the fake upstream's answer delay (ms)")
+    ap.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the server")
+    ap.add_argument("--no-spy", action="store_true", help="measure only (py-spy's sampling costs the server CPU)")
+    a = ap.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    gw_core, lg_core = cores()
+    port = free_port()
+    fake = Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), f"--port={port}:{a.delay}"],
+                  port, core=lg_core).start(30)
+    extra = dict(e.split("=", 1) for e in a.env)
+    target = audiorouter_target({a.delay: port}, gw_core, env_extra=extra)
+    target.server.start()
+    try:
+        path, ctype = body_file(a.kind, target.model[(a.kind, a.delay)])
+        headers = {"Authorization": f"Bearer {API_KEY}", **target.headers[a.delay]}
+        wrk(target.url(a.kind), path, ctype, headers, connections=a.conc, seconds=1, core=lg_core)
+        raw = WORK / f"prof-{a.kind}-c{a.conc}.raw"
+        spy_argv = [spy, "record", "--format", "raw", "--rate", "500", "--nonblocking", "-o", str(raw),
+                    "--pid", str(target.server.proc.pid), "--duration", str(int(a.seconds))]
+        spy_proc = subprocess.Popen(["true"] if a.no_spy else spy_argv, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(target.server.proc.pid)
+        r = wrk(target.url(a.kind), path, ctype, headers, connections=a.conc, seconds=a.seconds - 1, core=lg_core)
+        cpu = cpu_seconds(target.server.proc.pid) - cpu0
+        spy_proc.wait(60)
+        print(f"{a.kind} c={a.conc}: p50 {r['p50_us'] / 1000:.2f} ms, {r['req_per_s']:.0f} req/s, errors {r['errors']}, "
+              f"server CPU {1000 * cpu / max(1, r['requests']):.3f} ms per request")
+        if a.no_spy:
+            return
+        text = summarize(raw, a.top)
+        (WORK / f"prof-{a.kind}-c{a.conc}.txt").write_text(text)
+        print(text)
+    finally:
+        target.server.stop()
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
