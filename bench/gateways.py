@@ -188,6 +188,22 @@ def portkey_target(ports: dict[int, int], core: str) -> Target | None:
                    for d, base in _upstreams(ports).items()})
 
 
+def null_proxy_target(ports: dict[int, int], core: str) -> Target:
+    """bench/null_proxy.py: a byte relay with no gateway logic at all, pinned like the gateways. What it adds
+    is what any extra process in the path costs on this machine (socket hops, wake-ups)."""
+    port = free_port()
+    srv = Server("null-proxy", [sys.executable, str(ROOT / "bench" / "null_proxy.py"), "--port", str(port)], port,
+                 core=core)
+    return Target("null-proxy", srv, port,
+                  {"json": "/v1/audio/transcriptions", "multipart": "/v1/audio/transcriptions",
+                   "speech": "/v1/audio/speech"},
+                  {(k, d): "tts-1" if k == "speech" else "whisper-1" for k in KINDS for d in ports},
+                  {d: {"x-null-upstream": str(p)} for d, p in ports.items()})
+
+
+FLOORS = ("null-proxy",)  # measured at every delay, c=1 and c=32 only
+
+
 def direct_target(ports: dict[int, int]) -> list[Target]:
     """The fake upstream itself (one Target per delay: they listen on different ports)."""
     return [Target(f"direct-d{d}", None, p,
@@ -298,7 +314,8 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                     ("audiorouter-httpx", lambda p, c: audiorouter_target(p, c, "audiorouter-httpx",
                                                                          {"AUDIOROUTER_FAST_HTTP": "0"})),
                     ("audiorouter-before", before_target),
-                    ("litellm", litellm_target), ("portkey", portkey_target)]
+                    ("litellm", litellm_target), ("portkey", portkey_target),
+                    ("null-proxy", null_proxy_target)]
         targets: list[Target] = []
         for name, build in builders:
             if only and name not in only:
@@ -333,7 +350,7 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                             notes.append(f"{name} {kind} {d} ms: sanity check failed: {err}")
                             log(notes[-1])
                             continue
-                        sweep = d in sweep_delays and t.name not in COMPARISONS
+                        sweep = d in sweep_delays and t.name not in COMPARISONS + FLOORS
                         concs = concurrencies if sweep else [c for c in (1, 32) if c in concurrencies] or concurrencies
                         for c in concs:
                             for rep in range(reps):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-GATEWAYS = ("direct", "audiorouter", "audiorouter-httpx", "audiorouter-before", "litellm", "portkey")
-COMPARISONS = ("audiorouter-httpx", "audiorouter-before")  # not plotted: measured at c=1 and c=32 only
+GATEWAYS = ("direct", "null-proxy", "audiorouter", "audiorouter-httpx", "audiorouter-before", "litellm", "portkey")
+COMPARISONS = ("audiorouter-httpx", "audiorouter-before")  # measured at the first delay, c=1 and c=32 only
+NOT_PLOTTED = COMPARISONS + ("null-proxy",)  # only c=1 and c=32: no curve
 KIND_TITLES = {"json": "JSON base64 transcription (10 s WAV)", "multipart": "multipart transcription (10 s WAV)",
                "speech": "speech (100 KB streamed)"}
 
@@ -68,8 +69,10 @@ def gateway_tables(gw: dict) -> tuple[list[str], dict]:
                              f"{fmt_range([r['req_per_s'] for r in c32], 0)} | {fmt_range(ratio, 2) + 'x' if ratio and t != 'direct' else '—'} "
                              f"| {fmt_range([r['cpu_ms_per_req'] for r in c32 if r.get('cpu_ms_per_req')], 2)} | {errs} |")
                 if t == "audiorouter":
-                    verdict[(kind, d)] = {"added_p50": med(added), "ratio_vs_portkey": med(ratio),
-                                          "portkey_is_multipart": kind == "json"}
+                    verdict.setdefault((kind, d), {}).update(
+                        {"added_p50": med(added), "ratio_vs_portkey": med(ratio), "portkey_is_multipart": kind == "json"})
+                if t == "null-proxy":
+                    verdict.setdefault((kind, d), {}).update({"floor_added_p50": med(added)})
         lines.append("")
     return lines, verdict
 
@@ -87,7 +90,7 @@ def plot_gateways(gw: dict) -> list[str]:
         fig, axes = plt.subplots(2, 3, figsize=(15, 8))
         for col, kind in enumerate(KIND_TITLES):
             for t in GATEWAYS:
-                if t in COMPARISONS:
+                if t in NOT_PLOTTED:
                     continue
                 xs = [c for c in concs if g.get((t, kind, d, c))]
                 if not xs:
@@ -174,7 +177,11 @@ def write(res: dict) -> Path:
               f"`{gw.get('before_ref', '?')}`, same virtualenv) and *audiorouter-httpx* is today's code with "
               "`AUDIOROUTER_FAST_HTTP=0` (httpx's client and transport for the upstream call). *CPU/req* is the "
               "gateway's own CPU time (user + system, all its processes) per request at c=32: the figure the "
-              "load on the rest of the machine disturbs least.", ""]
+              "load on the rest of the machine disturbs least.", "",
+              "*null-proxy* (`bench/null_proxy.py`) is the floor: a uvloop byte relay with no gateway logic (no "
+              "parsing, auth, routing or ledger), pinned like the gateways, at every delay. What it adds is what any "
+              "extra process in the path costs on this machine (two more socket hops and process wake-ups per "
+              "request); a gateway's added latency minus the floor's is its own work.", ""]
         tables, verdict = gateway_tables(gw)
         L += tables
         for f in plot_gateways(gw):
@@ -284,10 +291,11 @@ def targets_section(res: dict) -> list[str]:
     for key in order:
         v = verdicts[key]
         kind, d = key.split("@")
-        a, r = v["added_p50"], v["ratio_vs_portkey"]
+        a, r, floor = v.get("added_p50"), v.get("ratio_vs_portkey"), v.get("floor_added_p50")
         vs = " (Portkey's multipart figure)" if kind == "json" else ""
         if a is not None:
-            L.append(f"| {kind}, {d[:-2]} ms upstream: audiorouter adds <= 1 ms p50 at c=1 | {a:+.2f} ms | "
+            fl = f" (a do-nothing relay: {floor:+.2f} ms)" if floor is not None else ""
+            L.append(f"| {kind}, {d[:-2]} ms upstream: audiorouter adds <= 1 ms p50 at c=1 | {a:+.2f} ms{fl} | "
                      f"{'yes' if a <= 1.0 else 'no'} |")
         if r is not None:
             L.append(f"| {kind}, {d[:-2]} ms upstream: req/s at c=32 >= 1.2x Portkey{vs} | {r:.2f}x | "
