@@ -50,6 +50,62 @@ def summarize(raw: Path, top: int) -> str:
     return "\n".join(out)
 
 
+def phase_probe_env(out: Path) -> dict[str, str]:
+    """Environment that loads bench/probe/sitecustomize.py into the server and has it write to `out`."""
+    probe = str(HERE / "probe")
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": f"{probe}{os.pathsep}{path}" if path else probe, "AUDIOROUTER_BENCH_PHASES": str(out)}
+
+
+def read_phases(path: Path) -> dict[str, float]:
+    """Median over the probe's 50-request batches (the first batch, warm-up, left out) of each phase, in ms."""
+    import json
+    import statistics
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = rows[1:] if len(rows) > 1 else rows
+    names: list[str] = []
+    for r in rows:
+        names += [n for n in r if n not in names]
+    return {n: statistics.median(r[n] for r in rows if n in r) for n in names}
+
+
+def format_phases(ph: dict[str, float]) -> str:
+    inside = sum(v for n, v in ph.items() if n != "upstream answered")  # the wait itself
+    lines = [f"  {n:28s} {v:8.3f} ms" for n, v in ph.items()]
+    return "\n".join(["phases (median ms since the previous point):", *lines,
+                      f"  {'all but the upstream wait':28s} {inside:8.3f} ms"])
+
+
+def phases_run(kinds: list[str], delays: list[int], seconds: float, log=print) -> list[dict]:
+    """For `make bench`: one probed audiorouter (pinned like the gateway benchmark's), wrk at c=1 for each
+    request kind and upstream delay; the phase medians of each."""
+    gw_core, lg_core = cores()
+    ports = {d: free_port() for d in delays}
+    fake = Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"),
+                                    *[f"--port={p}:{d}" for d, p in ports.items()]], ports[delays[0]],
+                  core=lg_core).start(30)
+    out_file = WORK / "phases.jsonl"
+    out_file.unlink(missing_ok=True)
+    target = audiorouter_target(ports, gw_core, "audiorouter-probed", phase_probe_env(out_file))
+    results = []
+    try:
+        target.server.start()
+        for kind in kinds:
+            for d in delays:
+                path, ctype = body_file(kind, target.model[(kind, d)])
+                headers = {"Authorization": f"Bearer {API_KEY}", **target.headers[d]}
+                wrk(target.url(kind), path, ctype, headers, connections=1, seconds=1, core=lg_core)
+                out_file.unlink(missing_ok=True)
+                r = wrk(target.url(kind), path, ctype, headers, connections=1, seconds=seconds, core=lg_core)
+                ph = read_phases(out_file)
+                results.append({"kind": kind, "delay_ms": d, "p50_ms": r["p50_us"] / 1000, "phases": ph})
+                log(f"  phases {kind:9s} {d:2d} ms: " + ", ".join(f"{n} {v:.3f}" for n, v in ph.items()))
+    finally:
+        target.server.stop()
+        fake.stop()
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("kind", choices=["json", "multipart", "speech"])
@@ -59,13 +115,21 @@ def main() -> None:
     ap.add_argument("--delay", type=int, default=0, help="the fake upstream's answer delay (ms)")
     ap.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the server")
     ap.add_argument("--no-spy", action="store_true", help="measure only (py-spy's sampling costs the server CPU)")
+    ap.add_argument("--phases", action="store_true",
+                    help="no py-spy: time each phase of a request inside the server (bench/probe/sitecustomize.py)")
     a = ap.parse_args()
+    if a.phases:
+        a.no_spy = True
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     gw_core, lg_core = cores()
     port = free_port()
     fake = Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), f"--port={port}:{a.delay}"],
                   port, core=lg_core).start(30)
     extra = dict(e.split("=", 1) for e in a.env)
+    phases_file = WORK / f"phases-{a.kind}-c{a.conc}-d{a.delay}.jsonl"
+    if a.phases:
+        phases_file.unlink(missing_ok=True)
+        extra.update(phase_probe_env(phases_file))
     target = audiorouter_target({a.delay: port}, gw_core, env_extra=extra)
     target.server.start()
     try:
@@ -84,6 +148,8 @@ def main() -> None:
         spy_proc.wait(60)
         print(f"{a.kind} c={a.conc}: p50 {r['p50_us'] / 1000:.2f} ms, {r['req_per_s']:.0f} req/s, errors {r['errors']}, "
               f"server CPU {1000 * cpu / max(1, r['requests']):.3f} ms per request")
+        if a.phases:
+            print(format_phases(read_phases(phases_file)))
         if a.no_spy:
             return
         text = summarize(raw, a.top)

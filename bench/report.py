@@ -77,6 +77,40 @@ def gateway_tables(gw: dict) -> tuple[list[str], dict]:
     return lines, verdict
 
 
+def phases_section(rows: list[dict]) -> list[str]:
+    """The probe's per-phase medians (bench/probe/sitecustomize.py) at c=1, one column per kind and delay."""
+    if not rows:
+        return []
+    cols = [(r["kind"], r["delay_ms"]) for r in rows]
+    by = {(r["kind"], r["delay_ms"]): r["phases"] for r in rows}
+    names: list[str] = []
+    for r in rows:
+        names += [n for n in r["phases"] if n not in names]
+    L = ["### Where the time goes inside audiorouter (c=1)", "",
+         "`bench/probe/sitecustomize.py` is loaded into one more audiorouter server (nothing in the product "
+         "changes) and notes when each request passes each point; the table gives the median time since the "
+         "previous point, in ms. *upstream answered* is the wait for the upstream's answer head (with 0 ms delay: "
+         "the fake upstream reading the request and our write of it). The last row sums the rest: the gateway's "
+         "own work inside the application, without uvicorn's reading of the request head and its final flush. "
+         "The same code runs two to six times slower per phase when the core has idled 50 ms between requests "
+         "than when requests follow each other (this machine is a KVM guest whose idle vCPU halts; its caches "
+         "are cold when it wakes): this is why the added latency grows with the upstream's delay, for every "
+         "gateway here and much less for the do-nothing relay, which runs almost no code.", "",
+         "| phase | " + " | ".join(f"{k} {d} ms" for k, d in cols) + " |",
+         "|---|" + "---|" * len(cols)]
+    for n in names:
+        label = "(upstream wait) upstream answered" if n == "upstream answered" else n
+        cells = [f"{by[c][n]:.3f}" if n in by[c] else "—" for c in cols]
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    own = [sum(v for n, v in by[c].items() if n != "upstream answered") for c in cols]
+    L.append("| **audiorouter's own part** | " + " | ".join(f"**{v:.3f}**" for v in own) + " |")
+    ratios = [f"{k} {own[cols.index((k, d))] / own[cols.index((k, 0))]:.2f}x" for k, d in cols
+              if d != 0 and (k, 0) in cols and own[cols.index((k, 0))]]
+    if ratios:
+        L += ["", "Own part with the slow upstream over the same with the 0 ms one: " + ", ".join(ratios) + "."]
+    return L + [""]
+
+
 def plot_gateways(gw: dict) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -186,6 +220,7 @@ def write(res: dict) -> Path:
         L += tables
         for f in plot_gateways(gw):
             L += [f"![gateway overhead]({f})", ""]
+        L += phases_section(res.get("phases") or [])
         if gw.get("notes"):
             L += ["Notes from the run:", ""] + [f"- {n}" for n in gw["notes"]] + [""]
             if any(n.startswith("portkey speech") for n in gw["notes"]):

@@ -101,6 +101,10 @@ def main() -> None:
         res["gateways"] = gateways.run(
             seconds=m["seconds"], reps=m["reps"], concurrencies=[1, 32] if quick else [1, 4, 16, 32],
             delays=[0, 50], sweep_delays=[0], log=log)
+        import profile_gateway
+        log("phases inside audiorouter at c=1")
+        res["phases"] = profile_gateway.phases_run(["json", "multipart", "speech"], [0, 50],
+                                                   seconds=m["seconds"] * 2, log=log)
     if "big" in only:
         import big_payload
         log("big payload")
