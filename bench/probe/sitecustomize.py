@@ -101,3 +101,40 @@ def install() -> None:
 
 if OUT:
     install()
+
+
+def _before(obj, attr: str, name: str) -> None:
+    fn = getattr(obj, attr)
+
+    @functools.wraps(fn)
+    async def wrapped(*a, **kw):
+        mark(name)
+        return await fn(*a, **kw)
+    setattr(obj, attr, wrapped)
+
+
+def install_detail() -> None:
+    """Finer points between "body parsed" and "upstream request started" (AUDIOROUTER_BENCH_PHASES_DETAIL=1)."""
+    import contextlib
+
+    from audiorouter.api import speech, transcriptions
+    from audiorouter.providers.http import HTTPProvider
+    from audiorouter.routing.router import Router
+
+    for mod in (speech, transcriptions):
+        track = mod.track
+
+        def probed(*a, _track=track, **kw):
+            @contextlib.asynccontextmanager
+            async def cm():
+                async with _track(*a, **kw) as gen:
+                    mark("ledger row opened")
+                    yield gen
+            return cm()
+        mod.track = probed
+    _before(Router, "run", "route planned")
+    _before(HTTPProvider, "send", "adapter request built")
+
+
+if OUT and os.environ.get("AUDIOROUTER_BENCH_PHASES_DETAIL"):
+    install_detail()

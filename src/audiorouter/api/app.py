@@ -24,6 +24,7 @@ from ..routing.router import Router
 from ..store import Store
 from . import auth, generations, health, keys, models, speech, transcriptions
 from .errors import error_response
+from .fastpath import FastRoutes, audio_routes
 
 log = logging.getLogger("audiorouter")
 
@@ -123,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for r in (transcriptions.router, speech.router, models.router, health.router, keys.router, generations.router):
         app.include_router(r)
+    # the audio endpoints straight to their handlers (innermost of our middlewares: auth and ids still apply)
+    app.add_middleware(FastRoutes, routes=audio_routes(), on_error=auth.store_error_response)
     auth.install(app)  # key auth + per-key limits (inside the generation-id middleware)
     app.add_middleware(GenerationIdMiddleware)
     return app

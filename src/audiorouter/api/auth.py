@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.errors import AuthError, Forbidden, GatewayError, RateLimited
@@ -146,14 +147,22 @@ async def start_store(store: Any) -> None:
         raise SystemExit(f"audiorouter: {e}") from None
 
 
+def store_error_response(exc: Exception, path: str) -> Response | None:
+    """A database error met while answering: 503 with Retry-After (None for any other exception)."""
+    from sqlalchemy.exc import SQLAlchemyError
+    if not isinstance(exc, SQLAlchemyError):
+        return None
+    log.error("store error on %s: %s", path, type(exc).__name__)
+    return error_response(GatewayError("the key store is unavailable; retry shortly", status=503,
+                                       code="store_unavailable", headers={"Retry-After": "2"}), path)
+
+
 def install(app: Any) -> None:
     """Add the auth middleware and map store outages to 503 (call before the generation-id middleware)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     async def on_store_error(request: Request, exc: Exception):
-        log.error("store error on %s: %s", request.url.path, type(exc).__name__)
-        return error_response(GatewayError("the key store is unavailable; retry shortly", status=503,
-                                           code="store_unavailable", headers={"Retry-After": "2"}), request.url.path)
+        return store_error_response(exc, request.url.path)
 
     app.add_exception_handler(SQLAlchemyError, on_store_error)
     app.add_middleware(AuthMiddleware)

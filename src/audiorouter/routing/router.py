@@ -449,7 +449,10 @@ class Router:
         try:
             if timeout is None:
                 return await call()
-            return await asyncio.wait_for(call(), timeout)
+            # not wait_for: on 3.11 it runs the call in a task of its own (a Task and a loop round trip per
+            # request) and can swallow a cancellation; asyncio.timeout runs it in this task
+            async with asyncio.timeout(timeout):
+                return await call()
         except GatewayError:
             raise
         except TimeoutError:
