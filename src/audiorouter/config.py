@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # glibc, `serve`: allocations this big or bigger get their own mappings, returned when freed (0: leave
     # glibc's own policy); see cli._tune_malloc
     malloc_mmap_threshold: int = 1024 * 1024
+    # FastAPI's built-in OpenTelemetry (spans, metrics, logs for the standard OTEL_* configuration). Off by
+    # default: even with no provider configured, its per-request check looked up environment variables and
+    # cost ~5 % of a relayed speech request's CPU
+    opentelemetry: bool = False
 
     # long audio (routing/longform.py): audio longer than this, or than the serving endpoint's limits, is
     # split at silences and the chunks transcribed `chunk_concurrency` at a time (0 = local workers, or 4

@@ -103,8 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await a.aclose()
         await store.close()
 
+    otel = settings.opentelemetry
     app = FastAPI(title="audiorouter", version=__version__, lifespan=lifespan, docs_url="/docs",
-                  openapi_url="/openapi.json")
+                  openapi_url="/openapi.json", telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.services = svc
     app.state.store = store
 
