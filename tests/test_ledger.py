@@ -197,7 +197,11 @@ class FakeUpstream:
                 n = int(self.headers.get("content-length") or 0)
                 self.rfile.read(n)
                 seen.append(self.headers.get("authorization") or "")
-                if self.path.startswith("/fail/"):
+                if self.path.startswith("/ok/") and self.path.endswith("/audio/transcriptions"):
+                    body = json.dumps({"text": "hello from the byok upstream"}).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                elif self.path.startswith("/fail/"):
                     body = json.dumps({"error": {"message": "upstream exploded", "type": "server_error"}}).encode()
                     self.send_response(500)
                     self.send_header("content-type", "application/json")
@@ -241,6 +245,14 @@ models:
       - provider: byokup
         upstream_model: tts-1
         pricing: {{per_million_characters: 1000}}
+  - id: test/byok-stt
+    name: BYOK transcription (test)
+    kind: transcription
+    endpoints:
+      - provider: byokup
+        upstream_model: whisper-1
+        pricing: {{per_minute: 0.006}}
+        capabilities: {{verbose_json: false}}
   - id: test/fallback-tts
     name: fallback speech (test)
     kind: speech
@@ -320,6 +332,25 @@ def test_byok_key_is_encrypted_used_first_and_billed_the_fee(upstream_gw):
                          "allowed_api_key_hashes")):
         r = gw.client.post("/api/v1/byok", json=body, headers=gw.auth())
         assert r.status_code == 400 and r.json()["error"]["metadata"]["param"] == field, (body, r.text)
+
+
+def test_byok_only_transcription_model_is_served_with_the_callers_key(upstream_gw):
+    """The caller's BYOK key must count when the audio is planned (chunk limits), not only when it is sent."""
+    gw = upstream_gw
+    key, _ = gw.create_key(limit=1)
+    wav = sorted(DEV_AUDIO.glob("*.wav"))[0].read_bytes()
+    body = {"model": "test/byok-stt", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+    r = gw.client.post("/api/v1/audio/transcriptions", json=body, headers=gw.auth(key))
+    assert r.status_code != 200 and gw.fake.auth == [], r.text
+    byok_secret = "sk-byok-" + os.urandom(12).hex()
+    made = gw.client.post("/api/v1/byok", json={"provider": "byokup", "key": byok_secret}, headers=gw.auth())
+    assert made.status_code == 201, made.text
+    r = gw.client.post("/api/v1/audio/transcriptions", json=body, headers=gw.auth(key))
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == "hello from the byok upstream"
+    assert gw.fake.auth[-1] == f"Bearer {byok_secret}"
+    g = generation(gw, r.headers["x-generation-id"], key)
+    assert g["is_byok"] is True and g["provider_name"] == "BYOK Upstream"
 
 
 def test_fallback_after_upstream_failures_is_charged_once(upstream_gw):

@@ -191,15 +191,36 @@ def _models_of(req: TranscriptionRequest | SpeechRequest) -> list[str]:
     return [req.model] + [m for m in (req.models or []) if m != req.model]
 
 
+async def caller_keys(request: Request, req: TranscriptionRequest | SpeechRequest) -> dict[str, str]:
+    """Check that the caller may run requests, and load its BYOK keys for `req`'s models, once per request:
+    from here on the adapters use them (providers/base.py), so the plan made before the audio is decoded
+    (chunk limits) already sees a provider that only the caller's own key makes available."""
+    loaded = getattr(request.state, "byok", None)
+    if loaded is not None:
+        return loaded
+    p = principal(request)
+    if p is not None and p.is_management:
+        raise Forbidden("management keys cannot run requests; create a regular key with POST /api/v1/keys",
+                        code="management_key_not_allowed")
+    try:
+        byok = await request.app.state.store.byok.keys_for(p.hash if p else None, _models_of(req))
+    except (SQLAlchemyError, OSError) as e:
+        log.error("BYOK keys unavailable: %s", type(e).__name__)
+        raise store_unavailable() from None
+    BYOK_KEYS.set(byok)  # the adapters' api_key reads it for this request (providers/base.py)
+    if isinstance(req, TranscriptionRequest):
+        req.extra["byok"] = byok
+    request.state.byok = byok
+    return byok
+
+
 @contextlib.asynccontextmanager
 async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
                 seconds: float | None = None) -> AsyncIterator[Tracked]:
     store = request.app.state.store
     svc = services(request)
+    byok = await caller_keys(request, req)
     p = principal(request)
-    if p is not None and p.is_management:
-        raise Forbidden("management keys cannot run requests; create a regular key with POST /api/v1/keys",
-                        code="management_key_not_allowed")
     stt = isinstance(req, TranscriptionRequest)
     new = NewGeneration(
         id=request.state.generation_id, api_type="stt" if stt else "tts", path=request.url.path, model=req.model,
@@ -208,14 +229,6 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
         http_referer=request.headers.get("http-referer") or request.headers.get("referer"), streamed=not stt,
         seconds=seconds if stt else None, characters=None if stt else len(req.input))
     include_byok = bool(p and p.include_byok_in_limit)
-    try:
-        byok = await store.byok.keys_for(new.key_hash, _models_of(req))
-    except (SQLAlchemyError, OSError) as e:
-        log.error("BYOK keys unavailable: %s", type(e).__name__)
-        raise store_unavailable() from None
-    BYOK_KEYS.set(byok)  # the adapters' api_key reads it for this request (providers/base.py)
-    if stt:
-        req.extra["byok"] = byok
     try:
         estimate = estimate_nano(svc, req, seconds, byok, include_byok)
     except GatewayError as e:

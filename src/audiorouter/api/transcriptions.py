@@ -13,7 +13,7 @@ from ..routing.longform import TranscriptionJob
 from .auth import principal
 from .context import route_headers, services
 from .errors import dialect_of
-from .generations import track
+from .generations import caller_keys, track
 from .parsing import parse_json, read_body, transcription_from_form, transcription_from_json
 from .render import render_transcript
 from .sse import tracked_events
@@ -61,6 +61,7 @@ async def open_job(request: Request, req, field: str) -> TranscriptionJob:
 
 async def handle(request: Request, task: str) -> Response:
     req, field = await parse_transcription(request, task)
+    await caller_keys(request, req)  # before the plan: a provider may be there only through the caller's key
     job = await open_job(request, req, field)
     dialect = dialect_of(request.url.path)
     if req.extra.get("stream"):  # SSE; the ledger row settles when the stream ends
