@@ -132,8 +132,14 @@ def install_detail() -> None:
                     yield gen
             return cm()
         mod.track = probed
+    from audiorouter.providers.fasthttp import FastResponse
+    from audiorouter.routing.longform import TranscriptionJob
+
     _before(Router, "run", "route planned")
     _before(HTTPProvider, "send", "adapter request built")
+    _after(FastResponse, "aread", "upstream body read")
+    _after(Router, "run", "router returned")
+    _after(TranscriptionJob, "run", "job returned")
 
 
 if OUT and os.environ.get("AUDIOROUTER_BENCH_PHASES_DETAIL"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import math
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -76,16 +75,19 @@ def charged(raw: float, is_byok: bool, fee: float) -> float:
     return raw * fee if is_byok else raw
 
 
-def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None,
-                  byok: dict[str, str], include_byok: bool) -> int:
-    """The most any candidate could cost (fallbacks included), as counted toward the key's limit."""
+def plan_any_length(svc: Any, req: TranscriptionRequest | SpeechRequest) -> list[Any]:
+    """The candidates without the length limits: long audio is chunked and long text split to fit them
+    (routing/longform.py), so every one of them may serve."""
     kind = "transcription" if isinstance(req, TranscriptionRequest) else "speech"
-    # Planned without the length limits: long audio is chunked and long text split to fit them
-    # (routing/longform.py), so every candidate may serve; costs still use the whole length.
-    if isinstance(req, TranscriptionRequest):
-        cands, _ = svc.router.plan(req, kind)
-    else:
-        cands, _ = svc.router.plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), kind)
+    return svc.router.plan(req, kind, lengths=False)[0]
+
+
+def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None,
+                  byok: dict[str, str], include_byok: bool, cands: list[Any] | None = None) -> int:
+    """The most any candidate (`cands`, default plan_any_length) could cost, fallbacks included, as counted
+    toward the key's limit; costs use the whole length."""
+    if cands is None:
+        cands = plan_any_length(svc, req)
     fee = svc.settings.byok_fee
     worst = 0
     for c in cands:
@@ -115,6 +117,7 @@ class Tracked:
         self.streaming = False
         self.is_byok = False
         self.upstream = 0.0
+        self.cands: list[Any] = []  # what may serve it, whatever its length (from the estimate)
 
     def served(self, route: Any, usage: Usage, *, streaming: bool = False) -> None:
         """Record what served the request. BYOK: the caller pays the provider; we charge the fee, and
@@ -216,21 +219,25 @@ async def caller_keys(request: Request, req: TranscriptionRequest | SpeechReques
 
 @contextlib.asynccontextmanager
 async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
-                seconds: float | None = None) -> AsyncIterator[Tracked]:
+                seconds: float | None = None, cands: list[Any] | None = None) -> AsyncIterator[Tracked]:
+    """The request's ledger row and spend reservation. `cands`: plan_any_length's answer if the caller has
+    it (it is planned here otherwise, and ends on the Tracked object for the caller's later use)."""
     store = request.app.state.store
     svc = services(request)
     byok = await caller_keys(request, req)
     p = principal(request)
     stt = isinstance(req, TranscriptionRequest)
     new = NewGeneration(
-        id=request.state.generation_id, api_type="stt" if stt else "tts", path=request.url.path, model=req.model,
+        id=request.state.generation_id, api_type="stt" if stt else "tts", path=request.scope["path"], model=req.model,
         key_hash=p.hash if p else None, session_id=req.session_id or request.headers.get("x-session-id"),
         user=req.user, user_agent=request.headers.get("user-agent"),
         http_referer=request.headers.get("http-referer") or request.headers.get("referer"), streamed=not stt,
         seconds=seconds if stt else None, characters=None if stt else len(req.input))
     include_byok = bool(p and p.include_byok_in_limit)
     try:
-        estimate = estimate_nano(svc, req, seconds, byok, include_byok)
+        if cands is None:
+            cands = plan_any_length(svc, req)
+        estimate = estimate_nano(svc, req, seconds, byok, include_byok, cands)
     except GatewayError as e:
         await store.ledger.record_failure(new, e)
         raise
@@ -240,6 +247,7 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
         log.error("ledger unavailable: %s", type(e).__name__)
         raise store_unavailable() from None
     gen = Tracked(request, new, reserved, byok, include_byok)
+    gen.cands = cands
     try:
         yield gen
     except BaseException as e:

@@ -89,12 +89,12 @@ async def sse(result: SpeechResult, fmt: str) -> AsyncIterator[bytes]:
 @router.post("/v1/audio/speech")
 async def speech(request: Request) -> Response:
     svc = services(request)
-    dialect = dialect_of(request.url.path)
-    data = parse_json(await read_body(request, svc.settings.max_body_bytes))
+    dialect = dialect_of(request.scope["path"])
+    data = parse_json(await read_body(request, svc.settings.max_body_bytes, audio=False))
     req = speech_from_json(data, default_format="mp3" if dialect == "openai" else "pcm",
                            max_chars=svc.settings.max_speech_chars)
     async with track(request, req) as gen:  # ledger row, limit reservation
-        result = await longform.speak(svc.router, req)  # text over an endpoint's max_characters is split
+        result = await longform.speak(svc.router, req, gen.cands)  # text over an endpoint's max_characters is split
         gen.served(result.route, result.usage, streaming=True)
     request.state.usage = result.usage
     headers = route_headers(result.route)

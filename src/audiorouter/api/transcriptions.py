@@ -63,9 +63,9 @@ async def handle(request: Request, task: str) -> Response:
     req, field = await parse_transcription(request, task)
     await caller_keys(request, req)  # before the plan: a provider may be there only through the caller's key
     job = await open_job(request, req, field)
-    dialect = dialect_of(request.url.path)
+    dialect = dialect_of(request.scope["path"])
     if req.extra.get("stream"):  # SSE; the ledger row settles when the stream ends
-        tracker = track(request, req, seconds=job.duration)
+        tracker = track(request, req, seconds=job.duration, cands=job.plan.candidates)
         try:
             gen = await tracker.__aenter__()
         except BaseException:
@@ -74,7 +74,7 @@ async def handle(request: Request, task: str) -> Response:
         return StreamedResponse(tracked_events(tracker, gen, job, dialect, request.state),
                                 media_type="text/event-stream", headers={**job.headers, "Cache-Control": "no-cache"})
     try:
-        async with track(request, req, seconds=job.duration) as gen:  # ledger row, limit reservation
+        async with track(request, req, seconds=job.duration, cands=job.plan.candidates) as gen:  # ledger row, limit reservation
             result = await job.run()
             gen.served(result.route, result.usage)
     finally:

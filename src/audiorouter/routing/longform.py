@@ -601,19 +601,20 @@ def split_text(text: str, limit: int) -> list[str]:
     return pack(units, limit)
 
 
-def speech_limit(router: Router, req: SpeechRequest) -> int | None:
+def speech_limit(router: Router, req: SpeechRequest, cands: list[Candidate] | None = None) -> int | None:
     """The smallest max_characters among the endpoints that could serve the request, whatever its length
-    (planned with a one-character stand-in, so the router's own length filter does not drop them)."""
-    cands, _ = router.plan(dataclasses.replace(req, input=req.input.strip()[:1] or "a"), "speech")
+    (`cands`: those, when the caller has them already, e.g. from the cost estimate)."""
+    if cands is None:
+        cands, _ = router.plan(req, "speech", lengths=False)
     limits = [c.endpoint.limits.max_characters for c in cands if c.endpoint.limits.max_characters]
     return min(limits) if limits else None
 
 
-async def speak(router: Router, req: SpeechRequest) -> SpeechResult:
+async def speak(router: Router, req: SpeechRequest, cands: list[Candidate] | None = None) -> SpeechResult:
     """Router.speak, except that text over the candidates' max_characters is split at sentence boundaries,
     the pieces synthesized in order (the next one started while the current one streams) and their audio
-    joined into one stream of one format."""
-    limit = speech_limit(router, req)
+    joined into one stream of one format. `cands`: the request's candidates whatever its length, if known."""
+    limit = speech_limit(router, req, cands)
     if limit is None or len(req.input) <= limit:
         return await router.speak(req)
     pieces = split_text(req.input, limit)

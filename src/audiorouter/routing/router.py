@@ -230,7 +230,8 @@ class Router:
             if v < 0:
                 raise InvalidRequest(f"provider.max_price.{k}: must not be negative", param=f"provider.max_price.{k}")
 
-    def _select(self, model: Model, req: TranscriptionRequest | SpeechRequest, duration: float | None) -> _Selection:
+    def _select(self, model: Model, req: TranscriptionRequest | SpeechRequest, duration: float | None,
+                lengths: bool = True) -> _Selection:
         prefs = req.provider
         hard, soft = _requirements(req)
         if prefs.require_parameters:
@@ -245,7 +246,7 @@ class Router:
         only = {p.lower() for p in prefs.only or []}
         ignore = {p.lower() for p in prefs.ignore or []}
         providers = lambda es: sorted({e.provider for e in es})  # noqa: E731
-        chars = len(req.input) if isinstance(req, SpeechRequest) else None
+        chars = len(req.input) if lengths and isinstance(req, SpeechRequest) else None
         mp = prefs.max_price or {}
 
         def within_price(e: Endpoint) -> bool:
@@ -360,12 +361,12 @@ class Router:
         return sorted({p for p, cap in soft if not getattr(endpoint.capabilities, cap)})
 
     def plan(self, req: TranscriptionRequest | SpeechRequest, kind: Kind,
-             duration: float | None = None) -> tuple[list[Candidate], Route]:
+             duration: float | None = None, *, lengths: bool = True) -> tuple[list[Candidate], Route]:
         """The candidates that may serve `req`, in the order they are tried (the model's, then its `models`
         fallbacks', local substitutes last, endpoints with an open circuit left out), and a fresh Route to
         record the attempts in. `duration` (seconds of audio) applies the endpoints' audio-length limits (without
-        it they are not checked; speech input length always is). Raises the GatewayError that explains why
-        nothing can serve."""
+        it they are not checked; speech input length is unless `lengths` is false: the candidates for text that
+        will be split to fit, or for an estimate). Raises the GatewayError that explains why nothing can serve."""
         self._check_max_price(req.provider.max_price)
         ids = [req.model] + [m for m in (req.models or []) if m != req.model]
         models = [self.resolve(mid, kind, field_name="model" if i == 0 else f"models[{i - 1}]")
@@ -381,7 +382,7 @@ class Router:
                     if i == 0:
                         raise
                     continue  # a fallback model without the requested voice is not a fallback
-            sel = self._select(model, req, duration)
+            sel = self._select(model, req, duration, lengths)
             if sel.error is not None:
                 first_error = first_error or sel.error
                 continue
