@@ -25,7 +25,8 @@ LITELLM_VERSION = "1.102.4"   # newer releases require a certifi that is not pub
 PORTKEY_VERSION = "1.15.2"
 # main before the second round of profile-guided work (store off the hot path, direct upstream transport,
 # streaming body parser): the "before" server of the same run
-BEFORE_REF = os.environ.get("BENCH_BEFORE_REF", "59f423d")
+BEFORE_REF = os.environ.get("BENCH_BEFORE_REF", "59f423d")  # before the profile-guided rounds
+ROUND2_REF = os.environ.get("BENCH_ROUND2_REF", "e195512")  # after the second round, before the third
 API_KEY = "sk-bench-not-a-real-key"
 SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
                "How vexingly quick daft zebras jump!")
@@ -134,19 +135,20 @@ def audiorouter_target(ports: dict[int, int], core: str, name: str = "audioroute
                   {d: {} for d in ports})
 
 
-COMPARISONS = ("audiorouter-httpx", "audiorouter-before")  # measured at the first delay, c=1 and c=32 only
+COMPARISONS = ("audiorouter-httpx", "audiorouter-before", "audiorouter-round2")  # first delay, c=1 and c=32 only
 
 
-def before_target(ports: dict[int, int], core: str) -> Target | None:
-    """audiorouter as it was at BENCH_BEFORE_REF (a git worktree under bench/.work), run with the same
-    virtualenv: the before/after of the profile-guided changes, measured in the same run."""
-    tree = WORK / f"before-{BEFORE_REF}"
+def before_target(ports: dict[int, int], core: str, ref: str = BEFORE_REF,
+                  name: str = "audiorouter-before") -> Target | None:
+    """audiorouter as it was at git `ref` (a worktree under bench/.work), run with the same virtualenv: the
+    before/after of the profile-guided changes, measured in the same run."""
+    tree = WORK / f"before-{ref}"
     if not (tree / "src" / "audiorouter").is_dir():
-        r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(tree), BEFORE_REF],
+        r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(tree), ref],
                            capture_output=True, text=True)
         if r.returncode != 0:
             return None
-    return audiorouter_target(ports, core, "audiorouter-before", {"PYTHONPATH": str(tree / "src")})
+    return audiorouter_target(ports, core, name, {"PYTHONPATH": str(tree / "src")})
 
 
 def litellm_target(ports: dict[int, int], core: str) -> Target | None:
@@ -314,6 +316,7 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                     ("audiorouter-httpx", lambda p, c: audiorouter_target(p, c, "audiorouter-httpx",
                                                                          {"AUDIOROUTER_FAST_HTTP": "0"})),
                     ("audiorouter-before", before_target),
+                    ("audiorouter-round2", lambda p, c: before_target(p, c, ROUND2_REF, "audiorouter-round2")),
                     ("litellm", litellm_target), ("portkey", portkey_target),
                     ("null-proxy", null_proxy_target)]
         targets: list[Target] = []
@@ -322,8 +325,8 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
                 continue
             t = build(ports, gw_core)
             if t is None:
-                notes.append(f"{name}: not installed (or, for audiorouter-before, {BEFORE_REF} not in this "
-                             "clone's history), skipped")
+                notes.append(f"{name}: not installed (or, for audiorouter-before/-round2, {BEFORE_REF}/{ROUND2_REF} "
+                             "not in this clone's history), skipped")
             else:
                 targets.append(t)
         for t in [*directs, *targets]:
@@ -365,7 +368,7 @@ def run(*, seconds: float, reps: int, concurrencies: list[int], delays: list[int
     finally:
         fake.stop()
     return {"results": results, "notes": notes, "gateway_core": gw_core, "loadgen_core": lg_core,
-            "before_ref": BEFORE_REF, "seconds": seconds, "reps": reps}
+            "before_ref": BEFORE_REF, "round2_ref": ROUND2_REF, "seconds": seconds, "reps": reps}
 
 
 if __name__ == "__main__":  # quick manual run: python bench/gateways.py [target ...]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-GATEWAYS = ("direct", "null-proxy", "audiorouter", "audiorouter-httpx", "audiorouter-before", "litellm", "portkey")
-COMPARISONS = ("audiorouter-httpx", "audiorouter-before")  # measured at the first delay, c=1 and c=32 only
+GATEWAYS = ("direct", "null-proxy", "audiorouter", "audiorouter-httpx", "audiorouter-round2", "audiorouter-before",
+            "litellm", "portkey")
+COMPARISONS = ("audiorouter-httpx", "audiorouter-before", "audiorouter-round2")  # measured at the first delay, c=1 and c=32 only
 NOT_PLOTTED = COMPARISONS + ("null-proxy",)  # only c=1 and c=32: no curve
 KIND_TITLES = {"json": "JSON base64 transcription (10 s WAV)", "multipart": "multipart transcription (10 s WAV)",
                "speech": "speech (100 KB streamed)"}
@@ -206,9 +207,11 @@ def write(res: dict) -> Path:
               "(`AUDIOROUTER_CACHE_TTL_S=0`); the usage ledger, auth and routing run as shipped.", "",
               "LiteLLM and Portkey have no route that takes OpenRouter's base64 JSON (`input_audio`): for the JSON "
               "row the Portkey ratio is taken against Portkey's multipart figure for the same audio.", "",
-              "Two more audiorouter servers run in the same run, at the first delay, c=1 and c=32 only: "
-              "*audiorouter-before* is the code before this round of profile-guided changes (git "
-              f"`{gw.get('before_ref', '?')}`, same virtualenv) and *audiorouter-httpx* is today's code with "
+              "Three more audiorouter servers run in the same run, at the first delay, c=1 and c=32 only: "
+              "*audiorouter-before* is the code before the profile-guided changes (git "
+              f"`{gw.get('before_ref', '?')}`), *audiorouter-round2* the code after their second round (git "
+              f"`{gw.get('round2_ref', '?')}`), both run from git worktrees with the same virtualenv, and "
+              "*audiorouter-httpx* is today's code with "
               "`AUDIOROUTER_FAST_HTTP=0` (httpx's client and transport for the upstream call). *CPU/req* is the "
               "gateway's own CPU time (user + system, all its processes) per request at c=32: the figure the "
               "load on the rest of the machine disturbs least.", "",
