@@ -93,9 +93,10 @@ def phases_section(rows: list[dict]) -> list[str]:
          "previous point, in ms. *upstream answered* is the wait for the upstream's answer head (with 0 ms delay: "
          "the fake upstream reading the request and our write of it). The last row sums the rest: the gateway's "
          "own work inside the application, without uvicorn's reading of the request head and its final flush. "
-         "The same code runs two to six times slower per phase when the core has idled 50 ms between requests "
-         "than when requests follow each other (this machine is a KVM guest whose idle vCPU halts; its caches "
-         "are cold when it wakes): this is why the added latency grows with the upstream's delay, for every "
+         "The same code runs slower per phase when the core has idled 50 ms between requests than when requests "
+         "follow each other (this machine is a KVM guest whose idle vCPU halts; its caches are cold when it "
+         "wakes). The line under the table gives the ratio in this run; it varied from 1.4x to 2.7x between "
+         "runs on this machine. This is why the added latency grows with the upstream's delay, for every "
          "gateway here and much less for the do-nothing relay, which runs almost no code.", "",
          "| phase | " + " | ".join(f"{k} {d} ms" for k, d in cols) + " |",
          "|---|" + "---|" * len(cols)]
