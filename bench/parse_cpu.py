@@ -18,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 CHUNK = 65536
 LIMIT = 100 * 1024 * 1024
@@ -38,18 +39,8 @@ def payloads(wav: bytes) -> dict[str, tuple[bytes, str]]:
 
 
 def request(body: bytes, ctype: str):
-    from starlette.requests import Request
-    chunks = [body[i:i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
-    scope = {"type": "http", "method": "POST", "path": "/v1/audio/transcriptions", "headers": [
-        (b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())], "query_string": b""}
-    it = iter(range(len(chunks)))
-
-    async def receive():
-        i = next(it, None)
-        if i is None:
-            return {"type": "http.disconnect"}
-        return {"type": "http.request", "body": chunks[i], "more_body": i < len(chunks) - 1}
-    return Request(scope, receive)
+    from asgi_request import chunked_request  # tests/asgi_request.py: the body in uvicorn-sized messages
+    return chunked_request(body, ctype, CHUNK)
 
 
 async def parse_once(kind: str, body: bytes, ctype: str):
