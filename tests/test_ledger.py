@@ -353,6 +353,26 @@ def test_byok_only_transcription_model_is_served_with_the_callers_key(upstream_g
     assert g["is_byok"] is True and g["provider_name"] == "BYOK Upstream"
 
 
+def test_a_store_failure_on_the_request_path_is_a_503_not_a_500(tmp_path):
+    """The caller's BYOK keys are read from the database once the short cache lapses: a database that fails
+    there answers 503 store_unavailable with Retry-After (and the next request works again)."""
+    g = start_gateway("sqlite", tmp_path, AUDIOROUTER_KEY_CACHE_TTL_S="0.1")
+    try:
+        key, _ = g.create_key()
+        body = {"model": "local/hibari", "input": "Hello.", "response_format": "pcm"}
+        assert g.client.post("/api/v1/audio/speech", json=body, headers=g.auth(key)).status_code == 200
+        g.db.query("ALTER TABLE ar_byok_keys RENAME TO ar_byok_keys_away")
+        time.sleep(0.3)
+        r = g.client.post("/api/v1/audio/speech", json=body, headers=g.auth(key))
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["metadata"]["type"] == "store_unavailable" and r.headers["retry-after"] == "2"
+        g.db.query("ALTER TABLE ar_byok_keys_away RENAME TO ar_byok_keys")
+        time.sleep(0.3)
+        assert g.client.post("/api/v1/audio/speech", json=body, headers=g.auth(key)).status_code == 200
+    finally:
+        g.stop()
+
+
 def test_fallback_after_upstream_failures_is_charged_once(upstream_gw):
     gw = upstream_gw
     key, _ = gw.create_key(limit=1)

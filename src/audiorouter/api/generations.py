@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -41,6 +42,7 @@ from .auth import principal
 from .context import services
 
 router = APIRouter()
+log = logging.getLogger("audiorouter.ledger")
 
 # Rough token rates for estimates of token-priced endpoints (settlement uses the provider's own counts).
 STT_INPUT_TOKENS_PER_SECOND = 15

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ..core.errors import InvalidRequest
 from .decode import MonoResampler, decode_into
 from .sniff import known, sniff
 

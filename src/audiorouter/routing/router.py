@@ -245,7 +245,6 @@ class Router:
 
         only = {p.lower() for p in prefs.only or []}
         ignore = {p.lower() for p in prefs.ignore or []}
-        providers = lambda es: sorted({e.provider for e in es})  # noqa: E731
         chars = len(req.input) if lengths and isinstance(req, SpeechRequest) else None
         mp = prefs.max_price or {}
 
