@@ -81,7 +81,7 @@ def stages(data: bytes) -> dict:
     from audiorouter.api.parsing import parse_json, read_body, transcription_from_json
     request = _asgi_request(data)
     t0 = time.perf_counter()
-    body = asyncio.run(read_body(request, 1 << 40))
+    body = asyncio.run(read_body(request, 1 << 40, audio=True))
     t1 = time.perf_counter()
     req = transcription_from_json(parse_json(body), "transcribe")
     del body

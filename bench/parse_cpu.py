@@ -49,7 +49,7 @@ async def parse_once(kind: str, body: bytes, ctype: str):
     if kind == "json":
         if hasattr(parsing, "read_json"):
             return parsing.transcription_from_json(await parsing.read_json(req, LIMIT), "transcribe")
-        return parsing.transcription_from_json(parsing.parse_json(await parsing.read_body(req, LIMIT)), "transcribe")
+        return parsing.transcription_from_json(parsing.parse_json(await parsing.read_body(req, LIMIT, audio=True)), "transcribe")
     return await parsing.transcription_from_form(req, "transcribe", LIMIT)
 
 

@@ -272,7 +272,7 @@ def test_read_body_and_transcription_from_json():
     for chunk in (1, 7, 1000, 65536, len(body)):
         if chunk == 1 and len(body) > 20000:
             continue
-        parsed = asyncio.run(parsing.read_body(_request(body, chunk), 10**9))
+        parsed = asyncio.run(parsing.read_body(_request(body, chunk), 10**9, audio=True))
         req = parsing.transcription_from_json(parsing.parse_json(parsed), "transcribe")
         assert req.audio.data == raw and type(req.audio.data) is bytes
         assert req.audio.declared_format == "wav" and req.language == "en" and req.model == "openai/whisper-1"
@@ -282,7 +282,7 @@ def test_transcription_errors_name_the_field():
     def err(ia: dict) -> InvalidRequest:
         body = json.dumps({"model": "m", "input_audio": ia}).encode()
         with pytest.raises(InvalidRequest) as e:
-            parsing.transcription_from_json(parsing.parse_json(asyncio.run(parsing.read_body(_request(body, 5), 10**6))),
+            parsing.transcription_from_json(parsing.parse_json(asyncio.run(parsing.read_body(_request(body, 5), 10**6, audio=True))),
                                             "transcribe")
         return e.value
     assert err({"data": "  ", "format": "wav"}).message == "input_audio.data: must not be empty"
@@ -294,17 +294,18 @@ def test_transcription_errors_name_the_field():
     assert err({"data": 5, "format": "wav"}).message == "input_audio.data: expected a string, got number"
 
 
-def test_413_while_streaming_without_content_length():
+@pytest.mark.parametrize("audio", [True, False], ids=["scanned", "plain"])
+def test_413_while_streaming_without_content_length(audio):
     body = json.dumps({"model": "m", "input_audio": {"data": "QUJD" * 10000, "format": "wav"}}).encode()
     with pytest.raises(PayloadTooLarge) as e:
-        asyncio.run(parsing.read_body(_request(body, 4096, content_length=False), 20000))
+        asyncio.run(parsing.read_body(_request(body, 4096, content_length=False), 20000, audio=audio))
     assert e.value.status == 413 and "20000" in e.value.message
 
 
 def test_other_bodies_pass_through_unchanged():
     for body in (b'{"model": "local/hibari", "input": "hello"}', b"[1, 2]", b"model=x&y=1", b"", b"  ",
                  b'{"input_audio": {"url": "http://example.com/a.wav"}}'):
-        got = asyncio.run(parsing.read_body(_request(body, 3), 10**6))
+        got = asyncio.run(parsing.read_body(_request(body, 3), 10**6, audio=True))
         assert bytes(got) == body and type(got) is bytearray
 
 
@@ -330,7 +331,7 @@ def test_peak_memory_is_about_the_decoded_size():
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
-            out = parsing.transcription_from_json(parsing.parse_json(await parsing.read_body(req, 10**9)), "t")
+            out = parsing.transcription_from_json(parsing.parse_json(await parsing.read_body(req, 10**9, audio=True)), "t")
             return out, tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -365,7 +366,7 @@ def test_peak_rss_in_a_subprocess():
             return {"type": "http.request", "body": c or b"", "more_body": c is not None}
         async def go():
             req = Request({"type": "http", "method": "POST", "headers": [], "path": "/", "query_string": b""}, receive)
-            return parsing.transcription_from_json(parsing.parse_json(await parsing.read_body(req, 10**9)), "t")
+            return parsing.transcription_from_json(parsing.parse_json(await parsing.read_body(req, 10**9, audio=True)), "t")
         loop = asyncio.new_event_loop()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

@@ -85,11 +85,9 @@ def plan_any_length(svc: Any, req: TranscriptionRequest | SpeechRequest) -> list
 
 
 def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None,
-                  byok: dict[str, str], include_byok: bool, cands: list[Any] | None = None) -> int:
-    """The most any candidate (`cands`, default plan_any_length) could cost, fallbacks included, as counted
-    toward the key's limit; costs use the whole length."""
-    if cands is None:
-        cands = plan_any_length(svc, req)
+                  byok: dict[str, str], include_byok: bool, cands: list[Any]) -> int:
+    """The most any of `cands` (plan_any_length's) could cost, fallbacks included, as counted toward the key's
+    limit; costs use the whole length."""
     fee = svc.settings.byok_fee
     worst = 0
     for c in cands:
@@ -104,7 +102,7 @@ def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: 
 # ---- tracking ------------------------------------------------------------------------------------------
 class Tracked:
     def __init__(self, request: Request, new: NewGeneration, reserved: int, byok: dict[str, str],
-                 include_byok: bool):
+                 include_byok: bool, cands: list[Any]):
         self.store = request.app.state.store
         self.fee = services(request).settings.byok_fee
         self.new = new
@@ -119,7 +117,7 @@ class Tracked:
         self.streaming = False
         self.is_byok = False
         self.upstream = 0.0
-        self.cands: list[Any] = []  # what may serve it, whatever its length (from the estimate)
+        self.cands = cands  # what may serve it, whatever its length (from the estimate)
 
     def served(self, route: Any, usage: Usage, *, streaming: bool = False) -> None:
         """Record what served the request. BYOK: the caller pays the provider; we charge the fee, and
@@ -248,8 +246,7 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
     except (SQLAlchemyError, OSError) as e:
         log.error("ledger unavailable: %s", type(e).__name__)
         raise store_unavailable() from None
-    gen = Tracked(request, new, reserved, byok, include_byok)
-    gen.cands = cands
+    gen = Tracked(request, new, reserved, byok, include_byok, cands)
     try:
         yield gen
     except BaseException as e:

@@ -74,13 +74,12 @@ class StreamedBase64:
     """What the body held at input_audio.data: the decoded bytes, or why they are not audio. `blank` is
     `not text.strip()` of the JSON string (the 'must not be empty' check comes before any base64 one)."""
 
-    __slots__ = ("data", "error", "blank", "chars")
+    __slots__ = ("data", "error", "blank")
 
-    def __init__(self, data: bytes, error: str | None, blank: bool, chars: int):
+    def __init__(self, data: bytes, error: str | None, blank: bool):
         self.data = data
         self.error = error
         self.blank = blank
-        self.chars = chars  # characters of the JSON text of the string (quotes excluded), for messages
 
     def __repr__(self) -> str:
         return f"StreamedBase64(bytes={len(self.data)}, error={self.error!r}, blank={self.blank})"
@@ -223,7 +222,7 @@ class _Base64Sink:
             except ValueError:
                 self.invalid = True
 
-    def result(self, chars: int) -> StreamedBase64:
+    def result(self) -> StreamedBase64:
         self.finish()
         data = self.out.getvalue()
         self.out.close()
@@ -235,7 +234,7 @@ class _Base64Sink:
             err = EMPTY
         else:
             err = None
-        return StreamedBase64(data if err is None else b"", err, self.blank, chars)
+        return StreamedBase64(data if err is None else b"", err, self.blank)
 
 
 _ALNUM = re.compile(rb"[A-Za-z0-9+/]*")
@@ -308,7 +307,7 @@ class BodyScanner:
         if self.mode == self.STRING:  # the body ended inside the string
             self._string_end_of_body()
         if self.extracted and self.result is None:
-            self.result = self.sink.result(self.str_cps)  # type: ignore[union-attr]
+            self.result = self.sink.result()  # type: ignore[union-attr]
         return self
 
     # ---- tokens before the target --------------------------------------------------------------------
@@ -436,7 +435,7 @@ class BodyScanner:
             self.skel += self.placeholder
             self.str_closed = True
             self.mode = self.PASS
-            self.result = self.sink.result(self.str_cps)  # type: ignore[union-attr]
+            self.result = self.sink.result()  # type: ignore[union-attr]
             return data[end + 1:]
         cut = _safe_cut(data)
         self._piece(data, 0, cut, False)

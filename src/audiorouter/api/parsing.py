@@ -68,11 +68,11 @@ class ScannedBody(bytearray):
     scan: BodyScanner
 
 
-async def read_body(request: Request, limit: int, *, audio: bool = True) -> bytearray:
+async def read_body(request: Request, limit: int, *, audio: bool = False) -> bytearray:
     """The body, refusing (413) as soon as it passes `limit`, with or without Content-Length. A JSON object's
     input_audio.data is decoded while it arrives and not kept as text (parse_json puts it back, decoded), so a
-    big base64 upload costs its decoded size, not four times the text. `audio=False` (bodies that carry no
-    audio, e.g. speech): kept as it came, without the scanner."""
+    big base64 upload costs its decoded size, not four times the text (`audio=True`: the transcription
+    bodies; any other body is kept as it came, without the scanner)."""
     _check_length(request, limit)
     if not audio:
         body, size = bytearray(), 0

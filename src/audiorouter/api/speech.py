@@ -90,7 +90,7 @@ async def sse(result: SpeechResult, fmt: str) -> AsyncIterator[bytes]:
 async def speech(request: Request) -> Response:
     svc = services(request)
     dialect = dialect_of(request.scope["path"])
-    data = parse_json(await read_body(request, svc.settings.max_body_bytes, audio=False))
+    data = parse_json(await read_body(request, svc.settings.max_body_bytes))
     req = speech_from_json(data, default_format="mp3" if dialect == "openai" else "pcm",
                            max_chars=svc.settings.max_speech_chars)
     async with track(request, req) as gen:  # ledger row, limit reservation

@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from .decode import MonoResampler, decode_into
+from .encode import to_s16_array
 from .sniff import known, sniff
 
 RATE = 16000
@@ -34,7 +35,7 @@ class PcmSpool:
         spool = cls(directory)
         step = RATE * 60
         for i in range(0, len(samples), step):
-            spool.append(float_to_s16(samples[i:i + step]))
+            spool.append(to_s16_array(samples[i:i + step]))
         return spool
 
     def append(self, pcm: np.ndarray) -> None:
@@ -77,10 +78,6 @@ class PcmSpool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def float_to_s16(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
 def s16_to_float(x: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from ..core.errors import PayloadTooLarge
-from .encode import wav_header
+from .encode import to_s16_array, wav_header
 
 if TYPE_CHECKING:
     from ..providers.base import PreparedAudio
@@ -62,14 +62,6 @@ def accepted_name(fmt: str | None, formats: Iterable[str] | None) -> str | None:
 FRAME_SECONDS = 10  # encoder input per frame: only the encoded output is ever whole in memory
 
 
-def _s16(samples: np.ndarray) -> np.ndarray:
-    """Little-endian int16: int16 input as it is (no copy when already contiguous), float32 in [-1, 1]
-    clipped and scaled by 32767."""
-    if samples.dtype.kind == "i" and samples.dtype.itemsize == 2:
-        return np.ascontiguousarray(samples, dtype="<i2")
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-
-
 def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     """One file of mono samples (int16 as they are, or float32 in [-1, 1]), sized for upload (speech-grade
     bitrates). Converted and fed to the encoder FRAME_SECONDS at a time: besides the output, memory holds one
@@ -77,7 +69,7 @@ def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     step = rate * FRAME_SECONDS
     n = len(samples)
     if fmt == "wav":
-        return b"".join([wav_header(rate, n * 2), *(_s16(samples[i:i + step]) for i in range(0, n, step))])
+        return b"".join([wav_header(rate, n * 2), *(to_s16_array(samples[i:i + step]) for i in range(0, n, step))])
     container, codec, bitrate, out_rate = {
         "flac": ("flac", "flac", None, rate),
         "mp3": ("mp3", "libmp3lame", 32000, rate),
@@ -89,7 +81,7 @@ def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
         if bitrate:
             stream.bit_rate = bitrate
         for i in range(0, n, step):
-            frame = av.AudioFrame.from_ndarray(_s16(samples[i:i + step]).reshape(1, -1), format="s16", layout="mono")
+            frame = av.AudioFrame.from_ndarray(to_s16_array(samples[i:i + step]).reshape(1, -1), format="s16", layout="mono")
             frame.sample_rate = rate
             frame.time_base = Fraction(1, rate)
             frame.pts = i

@@ -116,7 +116,11 @@ class StreamEncoder:
 
 
 def to_s16_array(samples: np.ndarray) -> np.ndarray:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    """Little-endian int16: int16 input as it is (no copy when already contiguous), float32 in [-1, 1]
+    clipped and scaled by 32767."""
+    if samples.dtype.kind == "i" and samples.dtype.itemsize == 2:
+        return np.ascontiguousarray(samples, dtype="<i2")
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
 
 
 def encode_all(samples: np.ndarray, fmt: str, rate: int) -> bytes:

@@ -220,7 +220,7 @@ class _Body(httpx.AsyncByteStream):
 
 class FastResponse:
     """An upstream answer from `FastTransport.request`: the part of httpx.Response's interface adapters use
-    (status_code, headers, is_success, aread/content/text/json, aiter_bytes/aiter_raw, aclose)."""
+    (status_code, headers, is_success, aread/content/text/json, aiter_bytes, aclose)."""
 
     def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], stream: _Body, url: str):
         self.status_code = status
@@ -269,10 +269,6 @@ class FastResponse:
 
     def json(self) -> Any:
         return orjson.loads(self.content)
-
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        async for chunk in self.stream:
-            yield chunk
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body, decoded when the upstream compressed it anyway (we send no Accept-Encoding)."""

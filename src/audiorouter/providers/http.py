@@ -79,6 +79,7 @@ class HTTPProvider(ProviderAdapter):
         super().__init__(slug, spec, settings)
         self._client: httpx.AsyncClient | None = None
         self._transport: FastTransport | None = None
+        self._fast = fast_enabled()  # AUDIOROUTER_FAST_HTTP, read once (not from the environment per request)
 
     @property
     def base_url(self) -> str:
@@ -121,7 +122,7 @@ class HTTPProvider(ProviderAdapter):
         client: the body is encoded here and handed to the socket without copies (`FastResponse`, the same
         reading interface). Transport failures raise httpx errors either way; the body is read unless
         `stream`."""
-        body = fast_body(json, content, data, files) if url.startswith("http://") and fast_enabled() else None
+        body = fast_body(json, content, data, files) if self._fast and url.startswith("http://") else None
         if body is None:
             request = self.client.build_request(method, url, params=params, json=json, content=content, data=data,
                                                 files=files, headers=headers)

@@ -150,7 +150,7 @@ class WhisperEngine:
         return np.ascontiguousarray(pad_or_trim(fe(audio)[..., :-1]), dtype=np.float32)
 
     def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment,
-                            cancelled: Callable[[], bool] = _never) -> Transcript:
+                            cancelled: Callable[[], bool]) -> Transcript:
         from faster_whisper.vad import SpeechTimestampsMap
         duration = len(samples) / SAMPLE_RATE
         with self._cv:
@@ -373,7 +373,7 @@ class WhisperEngine:
 
     # ---- sequential path (word timestamps, fixed temperature) --------------------------------------------
     def _transcribe_sequential(self, samples, *, task, language, prompt, temperature, words, progress,
-                               on_segment, cancelled: Callable[[], bool] = _never) -> Transcript:
+                               on_segment, cancelled: Callable[[], bool]) -> Transcript:
         model = self._model
         duration = len(samples) / SAMPLE_RATE
         temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]
