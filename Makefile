@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-fast bench venv sysdeps clean
+.PHONY: serve test test-fast bench venv sysdeps jsdeps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,18 @@ venv: $(STAMP)
 sysdeps:
 	@bash scripts/sysdeps.sh
 
+# The openai npm SDK pinned in tests/js/package-lock.json (tests/test_sdk_openai.py, test_form_routing.py).
+JS_STAMP := tests/js/node_modules/.installed
+$(JS_STAMP): tests/js/package-lock.json | sysdeps
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
+jsdeps: $(JS_STAMP)
+
 serve: $(STAMP)
 	$(VENV)/bin/audiorouter serve
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps jsdeps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
@@ -32,4 +40,4 @@ bench: $(STAMP) sysdeps
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache tests/js/node_modules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DEV_AUDIO = SHARED / "audio" / "dev"
+
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tools(*tools: str) -> None:
+    """Skips the test when a program it runs is not installed, except under CI=true (`make test` installs
+    them: scripts/sysdeps.sh), where a missing tool is a failure, not a silent skip."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (scripts/sysdeps.sh installs it)"
+        if IN_CI:
+            pytest.fail(f"CI=true: {why}")
+        pytest.skip(why)
 
 
 def free_port() -> int:

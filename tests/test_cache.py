@@ -6,6 +6,7 @@ AUDIOROUTER_REDIS_URL is set. Tested against a priced upstream (a fake OpenAI), 
 nothing and reaches no provider."""
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -61,8 +62,11 @@ def client(gw, fake):
 
 
 def stt(client, audio=JFK, headers=None, **extra):
+    """A transcription that must succeed (every request in this suite does)."""
     body = {"model": "openai/whisper-1", "input_audio": {"data": b64(audio), "format": "flac"}, **extra}
-    return client.post("/api/v1/audio/transcriptions", json=body, headers=headers or {})
+    r = client.post("/api/v1/audio/transcriptions", json=body, headers=headers or {})
+    assert r.status_code == 200, r.text
+    return r
 
 
 def upstream_calls(fake) -> int:
@@ -82,9 +86,43 @@ def test_hit_after_miss_is_free_and_served_without_upstream(client, fake):
     assert upstream_calls(fake) == 1
     assert second.headers["x-model"] == "openai/whisper-1" and second.headers["x-provider"] == "openai"
     # the ledger records the hit at 0 as well
-    g = client.get("/api/v1/generation", params={"id": second.headers["x-generation-id"]})
-    if g.status_code == 200:
-        assert g.json()["data"]["total_cost"] == 0
+    for r, cost in ((first, first.json()["usage"]["cost"]), (second, 0)):
+        g = client.get("/api/v1/generation", params={"id": r.headers["x-generation-id"]})
+        assert g.status_code == 200, g.text
+        assert g.json()["data"]["total_cost"] == pytest.approx(cost), g.json()
+
+
+def test_entries_are_scoped_per_key(fake, tmp_path_factory):
+    """Two API keys sending the same audio never share a cached transcript: the second key's request is a
+    MISS, reaches the upstream and is billed (ledger and usage); each key then hits its own entry."""
+    mgmt = "sk-ar-test-mgmt-" + secrets.token_hex(24)
+    s = start_gateway(tmp_path_factory.mktemp("cache-keys"), fake, AUDIOROUTER_MANAGEMENT_KEY=mgmt)
+    try:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            keys = []
+            for name in ("alice", "bob"):
+                r = c.post("/api/v1/keys", json={"name": name}, headers={"Authorization": f"Bearer {mgmt}"})
+                assert r.status_code == 201, r.text
+                keys.append({"Authorization": f"Bearer {r.json()['key']}"})
+            alice, bob = keys
+            fake.clear()
+            seen = []
+            for who, want in ((alice, "MISS"), (alice, "HIT"), (bob, "MISS"), (bob, "HIT"), (alice, "HIT")):
+                r = stt(c, headers=who, prompt="per-key")
+                assert r.headers["x-cache"] == want, (len(seen), r.headers["x-cache"])
+                seen.append(r)
+            assert upstream_calls(fake) == 2
+            full = PRICE_PER_MINUTE * 11.0 / 60
+            for r, who, cost in zip(seen, (alice, alice, bob, bob, alice), (full, 0, full, 0, 0)):
+                assert r.json()["usage"]["cost"] == pytest.approx(cost)
+                g = c.get("/api/v1/generation", params={"id": r.headers["x-generation-id"]}, headers=who)
+                assert g.status_code == 200, g.text
+                assert g.json()["data"]["total_cost"] == pytest.approx(cost), g.json()
+            # and a key cannot read the other's generation
+            g = c.get("/api/v1/generation", params={"id": seen[2].headers["x-generation-id"]}, headers=alice)
+            assert g.status_code == 404, g.text
+    finally:
+        s.stop()
 
 
 def test_response_format_shares_the_entry(client, fake):

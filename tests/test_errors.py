@@ -116,20 +116,23 @@ def bad_stt_bodies(b64: str):
     yield "response_format unknown", {**ok, "response_format": "xml"}, "response_format"
     yield "response_format not a string", {**ok, "response_format": {"type": "json"}}, "response_format"
     yield "granularity unknown", {**ok, "timestamp_granularities": ["char"]}, "timestamp_granularities"
-    yield "granularities not strings", {**ok, "timestamp_granularities": [1, 2]}, "timestamp_granularities"
+    yield "granularities not strings", {**ok, "timestamp_granularities": [1, 2]}, "timestamp_granularities[0]"
     yield "prompt not a string", {**ok, "prompt": ["a"]}, "prompt"
     yield "provider not an object", {**ok, "provider": 3}, "provider"
     yield "provider.order not a list", {**ok, "provider": {"order": 5}}, "provider.order"
-    yield "provider.only not strings", {**ok, "provider": {"only": [1]}}, "provider.only"
+    yield "provider.only not strings", {**ok, "provider": {"only": ["a", 1]}}, "provider.only[1]"
     yield "provider.ignore not strings", {**ok, "provider": {"ignore": {"a": 1}}}, "provider.ignore"
     yield "provider.allow_fallbacks", {**ok, "provider": {"allow_fallbacks": "maybe"}}, "provider.allow_fallbacks"
     yield "provider.sort", {**ok, "provider": {"sort": "cheapest"}}, "provider.sort"
-    yield "provider.max_price", {**ok, "provider": {"max_price": {"prompt": "1"}}}, "provider.max_price"
+    yield "provider.max_price", {**ok, "provider": {"max_price": ["1"]}}, "provider.max_price"
+    yield "provider.max_price.prompt", {**ok, "provider": {"max_price": {"prompt": "cheap"}}}, \
+        "provider.max_price.prompt"
+    yield "provider.max_price.audio", {**ok, "provider": {"max_price": {"audio": None}}}, "provider.max_price.audio"
     yield "provider.data_collection", {**ok, "provider": {"data_collection": "sometimes"}}, "provider.data_collection"
     yield "provider.zdr", {**ok, "provider": {"zdr": 2}}, "provider.zdr"
     yield "provider.options", {**ok, "provider": {"options": ["groq"]}}, "provider.options"
     yield "provider.options.slug", {**ok, "provider": {"options": {"groq": "prompt"}}}, "provider.options.groq"
-    yield "models not strings", {**ok, "models": [1]}, "models"
+    yield "models not strings", {**ok, "models": [1]}, "models[0]"
     yield "stream not a bool", {**ok, "stream": "often"}, "stream"
     yield "session_id not a string", {**ok, "session_id": 5}, "session_id"
     # checked by the engine that serves the request (local Whisper here), still a 400 naming the field
@@ -309,7 +312,7 @@ def bad_tts_bodies():
     yield {**ok, "stream_format": "ws"}, "stream_format"
     yield {**ok, "instructions": {"tone": "calm"}}, "instructions"
     yield {**ok, "provider": "local"}, "provider"
-    yield {**ok, "provider": {"ignore": "x", "order": [None]}}, "provider.order"
+    yield {**ok, "provider": {"ignore": "x", "order": [None]}}, "provider.order[0]"
 
 
 @pytest.mark.parametrize("path", TTS_PATHS)

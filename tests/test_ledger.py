@@ -267,6 +267,14 @@ models:
 """
 
 
+def assert_no_provider(r, model: str) -> None:
+    """The answer for a model whose only provider has no key this caller may use: a 503 naming the model."""
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["metadata"]["type"] == "no_available_provider" and err["metadata"]["param"] == "model", err
+    assert err["metadata"]["model"] == model and err["message"].startswith("model: no provider for " + model), err
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def upstream_gw(request, tmp_path):
     from audiorouter.providers.registry import adapter_class
@@ -293,7 +301,8 @@ def test_byok_key_is_encrypted_used_first_and_billed_the_fee(upstream_gw):
     key, data = gw.create_key(limit=1)
     # without a provider key of its own the model has no provider here
     r = gw.client.post("/api/v1/audio/speech", json={"model": "test/byok-tts", "input": TEXT}, headers=gw.auth(key))
-    assert r.status_code in (400, 503) and gw.fake.auth == []
+    assert_no_provider(r, "test/byok-tts")
+    assert gw.fake.auth == []
     byok_secret = "sk-byok-" + os.urandom(12).hex()
     made = gw.client.post("/api/v1/byok", json={"provider": "byokup", "key": byok_secret, "name": "mine"},
                           headers=gw.auth())
@@ -322,7 +331,8 @@ def test_byok_key_is_encrypted_used_first_and_billed_the_fee(upstream_gw):
     assert r.status_code == 200 and r.json()["data"]["allowed_api_key_hashes"] == [other_data["hash"]]
     n = len(gw.fake.auth)
     r = gw.client.post("/api/v1/audio/speech", json={"model": "test/byok-tts", "input": TEXT}, headers=gw.auth(key))
-    assert r.status_code != 200 and len(gw.fake.auth) == n
+    assert_no_provider(r, "test/byok-tts")
+    assert len(gw.fake.auth) == n
     assert gw.client.delete(f"/api/v1/byok/{entry['id']}", headers=gw.auth()).json() == {"deleted": True}
 
     # bad input names the field
@@ -341,7 +351,8 @@ def test_byok_only_transcription_model_is_served_with_the_callers_key(upstream_g
     wav = sorted(DEV_AUDIO.glob("*.wav"))[0].read_bytes()
     body = {"model": "test/byok-stt", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
     r = gw.client.post("/api/v1/audio/transcriptions", json=body, headers=gw.auth(key))
-    assert r.status_code != 200 and gw.fake.auth == [], r.text
+    assert_no_provider(r, "test/byok-stt")
+    assert gw.fake.auth == []
     byok_secret = "sk-byok-" + os.urandom(12).hex()
     made = gw.client.post("/api/v1/byok", json={"provider": "byokup", "key": byok_secret}, headers=gw.auth())
     assert made.status_code == 201, made.text

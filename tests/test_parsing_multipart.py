@@ -102,55 +102,110 @@ CT = "multipart/form-data; boundary=b0undary"
 WAV = b"RIFF" + os.urandom(3000)
 
 
+def ok(model, fmt, filename, *, language=None, response_format="json", granularities=("segment",), data=WAV):
+    """The expected outcome of a body that parses (see _outcome), written out, not computed by our code."""
+    return ("ok", model, data, fmt, filename, language, None, response_format, list(granularities), None, {})
+
+
+def err(param, message):
+    return ("error", 400, message, param)
+
+
+def malformed(why):
+    return err("body", f"body: malformed multipart form ({why})")
+
+
 # ---- fixed cases --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("body,ctype", [
-    (form([field("model", "whisper-1"), file(WAV)]), CT),
-    (form([file(WAV), field("model", "whisper-1"), field("language", "en"), field("response_format", "text")]), CT),
-    (form([field("model", "m"), field("timestamp_granularities[]", "word"), field("timestamp_granularities[]", "segment"),
-           field("response_format", "verbose_json"), file(WAV)]), CT),
-    (form([field("model", "m"), file(WAV, "a.blob", "audio/mpeg")]), CT),
-    (form([field("model", "m"), file(WAV, "noext", None)]), CT),
-    (form([field("model", "m"), file(WAV, "x.pcm", "application/octet-stream")]), CT),
-    (form([field("model", "m"), field("format", "mp3"), file(WAV)]), CT),
-    (form([field("model", "m"), file(b"")]), CT),                                   # empty file
-    (form([field("model", "m")]), CT),                                               # no file
-    (form([field("model", "m"), field("file", "not a file")]), CT),                  # file as text
-    (form([file(WAV)]), CT),                                                          # no model
-    (form([field("model", "m"), file(WAV), file(WAV)]), CT),                         # two files: the last wins
-    (form([field("model", "m"), file(WAV, name="other"), file(WAV)]), CT),
-    (form([field("model", "m")] + [file(WAV, name=f"f{i}") for i in range(5)]), CT),  # too many files
-    (form([field(f"x{i}", "1") for i in range(65)] + [file(WAV)]), CT),              # too many fields
-    (form([field("model", "m"), file(WAV)], preamble=b"\r\n"), CT),                  # leading CRLF
-    (form([field("model", "m"), file(WAV)], preamble=b"preamble\r\n"), CT),
-    (form([field("model", "m"), file(WAV)], epilogue=b"\r\nepilogue"), CT),
-    (form([field("model", "m"), file(WAV)], close=b""), CT),                         # no closing --
-    (form([field("model", "m"), file(WAV)], close=b"  \r\n--b0undary--"), CT),
-    (form([field("model", "m"), file(WAV)])[:-20], CT),                              # truncated
-    (form([([("Content-Disposition", "form-data")], b"x"), file(WAV)]), CT),         # no name
-    (form([([], b"x"), field("model", "m"), file(WAV)]), CT),                        # no headers at all
+@pytest.mark.parametrize("body,ctype,expected", [
+    (form([field("model", "whisper-1"), file(WAV)]), CT,
+     ok('whisper-1', 'wav', 'speech.wav')),
+    (form([file(WAV), field("model", "whisper-1"), field("language", "en"), field("response_format", "text")]), CT,
+     ok('whisper-1', 'wav', 'speech.wav', language='en', response_format='text')),
+    (form([field("model", "m"), field("timestamp_granularities[]", "word"),
+           field("timestamp_granularities[]", "segment"), field("response_format", "verbose_json"), file(WAV)]), CT,
+     ok('m', 'wav', 'speech.wav', response_format='verbose_json', granularities=['word', 'segment'])),
+    (form([field("model", "m"), file(WAV, "a.blob", "audio/mpeg")]), CT,
+     ok('m', 'mp3', 'a.blob')),
+    (form([field("model", "m"), file(WAV, "noext", None)]), CT,
+     ok('m', None, 'noext')),
+    (form([field("model", "m"), file(WAV, "x.pcm", "application/octet-stream")]), CT,
+     ok('m', 'pcm', 'x.pcm')),
+    (form([field("model", "m"), field("format", "mp3"), file(WAV)]), CT,
+     ok('m', 'mp3', 'speech.wav')),
+    (form([field("model", "m"), file(b"")]), CT,
+     err('file', 'file: the uploaded file is empty (0 bytes)')),  # empty file
+    (form([field("model", "m")]), CT,
+     err('file', "file: required field is missing (upload the audio as 'file')")),  # no file
+    (form([field("model", "m"), field("file", "not a file")]), CT,
+     err('file', 'file: expected a file upload, got a text field')),  # file as text
+    (form([file(WAV)]), CT,
+     err('model', 'model: required field is missing')),  # no model
+    (form([field("model", "m"), file(WAV), file(WAV)]), CT,
+     ok('m', 'wav', 'speech.wav')),  # two files: the last wins
+    (form([field("model", "m"), file(WAV, name="other"), file(WAV)]), CT,
+     ok('m', 'wav', 'speech.wav')),
+    (form([field("model", "m")] + [file(WAV, name=f"f{i}") for i in range(5)]), CT,
+     malformed('Too many files. Maximum number of files is 4.')),  # too many files
+    (form([field(f"x{i}", "1") for i in range(65)] + [file(WAV)]), CT,
+     malformed('Too many fields. Maximum number of fields is 64.')),  # too many fields
+    (form([field("model", "m"), file(WAV)], preamble=b"\r\n"), CT,
+     ok('m', 'wav', 'speech.wav')),  # leading CRLF
+    (form([field("model", "m"), file(WAV)], preamble=b"preamble\r\n"), CT,
+     malformed('Invalid multipart data.')),
+    (form([field("model", "m"), file(WAV)], epilogue=b"\r\nepilogue"), CT,
+     ok('m', 'wav', 'speech.wav')),
+    (form([field("model", "m"), file(WAV)], close=b""), CT,
+     err('file', "file: required field is missing (upload the audio as 'file')")),  # no closing --
+    (form([field("model", "m"), file(WAV)], close=b"  \r\n--b0undary--"), CT,
+     ok('m', 'wav', 'speech.wav')),
+    (form([field("model", "m"), file(WAV)])[:-20], CT,
+     err('file', "file: required field is missing (upload the audio as 'file')")),  # truncated
+    (form([([("Content-Disposition", "form-data")], b"x"), file(WAV)]), CT,
+     malformed('The Content-Disposition header field "name" must be provided.')),  # no name
+    (form([([], b"x"), field("model", "m"), file(WAV)]), CT,
+     malformed('The Content-Disposition header field "name" must be provided.')),  # no headers at all
     (form([([("Content-Disposition", 'form-data; name="model"'), ("X-A", "1")] + [("X-B", "2")] * 8, b"m"),
-           file(WAV)]), CT),                                                          # too many headers
-    (form([([("Content-Disposition", 'form-data; name="model"'), ("Bad Header", "1")], b"m"), file(WAV)]), CT),
-    (form([([("content-disposition", 'form-data; name="mo;del"')], b"m"), file(WAV)]), CT),
-    (form([([("Content-Disposition", 'form-data; name=model')], b"m"), file(WAV)]), CT),
-    (form([([("Content-Disposition", 'form-data; name="model"; name*=UTF-8\'\'x')], b"m"), file(WAV)]), CT),
-    (form([([("Content-Disposition", 'form-data; name="model"')], "é".encode("latin-1")), file(WAV)]), CT),
-    (form([field("model", "m"), file(WAV, "C:\\\\dir\\\\x.mp3")]), CT),
-    (form([field("model", "m"), file(WAV, "naïve.wav")]), CT),
-    (form([field("model", "m"), file(WAV)]), "multipart/form-data; boundary=\"b0undary\"; charset=latin-1"),
-    (form([field("model", "m"), file(WAV)]), "multipart/form-data; charset=utf-8"),  # no boundary
-    (form([field("model", "m"), file(WAV)]), "Multipart/Form-Data; boundary=b0undary"),
-    (form([field("model", "m"), file(WAV)]), "multipart/form-datax; boundary=b0undary"),
-    (form([field("model", "m"), file(WAV)], "other"), CT),                           # wrong boundary
-    (form([field("model", "m"), file(WAV + b"\r\n--b0undaryX" + WAV)]), CT),          # boundary-like data
-    (form([field("model", "m"), file(WAV + b"\r\n--b0undary\r\n" + WAV)]), CT),      # boundary inside the file
-    (form([field("model", "m"), field("temperature", "2"), file(WAV)]), CT),
-    (form([field("model", "m"), field("prompt", "x" * (4 * 1024 * 1024 + 1)), file(WAV)]), CT),  # over max_part_size
-    (b"", CT),
-    (b"--b0undary--\r\n", CT),
+           file(WAV)]), CT,
+     malformed('Invalid multipart data.')),  # too many headers
+    (form([([("Content-Disposition", 'form-data; name="model"'), ("Bad Header", "1")], b"m"), file(WAV)]), CT,
+     malformed('Invalid multipart data.')),
+    (form([([("content-disposition", 'form-data; name="mo;del"')], b"m"), file(WAV)]), CT,
+     err('model', 'model: required field is missing')),
+    (form([([("Content-Disposition", 'form-data; name=model')], b"m"), file(WAV)]), CT,
+     ok('m', 'wav', 'speech.wav')),
+    (form([([("Content-Disposition", 'form-data; name="model"; name*=UTF-8\'\'x')], b"m"), file(WAV)]), CT,
+     ok('m', 'wav', 'speech.wav')),
+    (form([([("Content-Disposition", 'form-data; name="model"')], "é".encode("latin-1")), file(WAV)]), CT,
+     ok('é', 'wav', 'speech.wav')),
+    (form([field("model", "m"), file(WAV, "C:\\\\dir\\\\x.mp3")]), CT,
+     ok('m', 'mp3', 'x.mp3')),
+    (form([field("model", "m"), file(WAV, "naïve.wav")]), CT,
+     ok('m', 'wav', 'naïve.wav')),
+    (form([field("model", "m"), file(WAV)]), "multipart/form-data; boundary=\"b0undary\"; charset=latin-1",
+     ok('m', 'wav', 'speech.wav')),
+    (form([field("model", "m"), file(WAV)]), "multipart/form-data; charset=utf-8",
+     malformed('Missing boundary in multipart.')),  # no boundary
+    (form([field("model", "m"), file(WAV)]), "Multipart/Form-Data; boundary=b0undary",
+     ok('m', 'wav', 'speech.wav')),
+    (form([field("model", "m"), file(WAV)]), "multipart/form-datax; boundary=b0undary",
+     err('model', 'model: required field is missing')),
+    (form([field("model", "m"), file(WAV)], "other"), CT,
+     malformed('Invalid multipart data.')),  # wrong boundary
+    (form([field("model", "m"), file(WAV + b"\r\n--b0undaryX" + WAV)]), CT,
+     ok('m', 'wav', 'speech.wav', data=WAV + b"\r\n--b0undaryX" + WAV)),  # boundary-like data
+    (form([field("model", "m"), file(WAV + b"\r\n--b0undary\r\n" + WAV)]), CT,
+     malformed('Invalid multipart data.')),  # boundary inside the file
+    (form([field("model", "m"), field("temperature", "2"), file(WAV)]), CT,
+     err('temperature', 'temperature: 2 is out of range; it must be between 0 and 1')),
+    (form([field("model", "m"), field("prompt", "x" * (4 * 1024 * 1024 + 1)), file(WAV)]), CT,
+     malformed('Part exceeded maximum size of 4096KB.')),  # over max_part_size
+    (b"", CT,
+     err('model', 'model: required field is missing')),
+    (b"--b0undary--\r\n", CT,
+     err('model', 'model: required field is missing')),
 ])
-def test_same_answer_as_starlettes_parser(body, ctype):
-    check(body, ctype)
+def test_same_answer_as_starlettes_parser(body, ctype, expected):
+    assert check(body, ctype) == expected
 
 
 def test_big_upload_goes_to_the_spooling_parser():
@@ -234,3 +289,84 @@ def bodies(draw) -> tuple[bytes, str]:
 def test_fuzz_same_answer_as_starlettes_parser(case):
     body, ctype = case
     check(body, ctype)
+
+
+# ---- nested fields: the bracket notation the openai SDKs send for extra_body ---------------------------------
+SDK_EXTRA_BODY = {"models": ["m1", "m2"], "temperature": 0.5, "provider": {
+    "order": ["B", "A"], "allow_fallbacks": False, "max_price": {"audio": 0.00006},
+    "options": {"deepgram": {"smart_format": True}}}}
+SDK_FIELDS = [("models[]", "m1"), ("models[]", "m2"), ("temperature", "0.5"), ("provider[order][]", "B"),
+              ("provider[order][]", "A"), ("provider[allow_fallbacks]", "false"),
+              ("provider[max_price][audio]", "6e-05"),
+              ("provider[options][deepgram][smart_format]", "true")]
+
+
+def test_the_python_sdk_sends_bracketed_fields():
+    """The wire contract form_fields reads, as the installed openai SDK writes it (the npm SDK's addFormValue
+    writes the same names: key[] for arrays, key[name] for objects, String(value) for scalars)."""
+    from openai import OpenAI
+    with OpenAI(api_key="x", base_url="http://127.0.0.1:9/v1") as c:
+        sent = c._serialize_multipartform({"model": "m", **SDK_EXTRA_BODY})
+    flat = [(k, x) for k, v in sent.items() for x in (v if isinstance(v, list) else [v])]
+    assert flat == [("model", "m")] + SDK_FIELDS
+
+
+def test_form_fields_reads_the_sdk_notation():
+    assert parsing.form_fields([("model", "m"), ("file", "ignored")] + SDK_FIELDS) == {
+        "model": "m", "models": ["m1", "m2"], "temperature": "0.5", "provider": {
+            "order": ["B", "A"], "allow_fallbacks": "false", "max_price": {"audio": "6e-05"},
+            "options": {"deepgram": {"smart_format": "true"}}}}
+
+
+@pytest.mark.parametrize("items, expected", [
+    ([("models", "a"), ("models", "b")], {"models": ["a", "b"]}),                 # a repeated plain name
+    ([("models[0]", "a"), ("models[1]", "b")], {"models": ["a", "b"]}),           # indices
+    ([("models", '["a", "b"]')], {"models": ["a", "b"]}),                         # a JSON array string
+    ([("keyterms", "[laughter]")], {"keyterms": "[laughter]"}),                   # not JSON: the string itself
+    ([("provider", '{"order": ["b"]}')], {"provider": '{"order": ["b"]}'}),       # read by parse_provider
+    ([("a[][x]", "1"), ("a[][x]", "2")], {"a": [{"x": "1"}, {"x": "2"}]}),
+    ([("timestamp_granularities[]", "word")], {"timestamp_granularities": ["word"]}),
+])
+def test_form_fields_values(items, expected):
+    assert parsing.form_fields(items) == expected
+
+
+@pytest.mark.parametrize("items, param, message", [
+    ([("provider", "{}"), ("provider[order][]", "b")], "provider", "provider: sent both as one value and as nested"),
+    ([("provider[order]", "a"), ("provider[order][x]", "b")], "provider.order", "provider.order: sent both"),
+    ([("models[1]", "a")], "models[1]", "models[1]: list indices must come in order from 0"),
+    ([("provider[order", "a")], "provider[order", "'provider[order': malformed field name"),
+    ([("[x]", "a")], "[x]", "'[x]': malformed field name"),
+    ([("a]", "a")], "a]", "'a]': malformed field name"),
+    ([("a" + "[b]" * 7, "1")], "a", "a: nested more than 6 levels deep"),
+])
+def test_form_fields_errors(items, param, message):
+    with pytest.raises(GatewayError) as e:
+        parsing.form_fields(items)
+    assert (e.value.status, e.value.param) == (400, param) and e.value.message.startswith(message), e.value.message
+
+
+def test_nested_fields_reach_the_request():
+    body = form([field("model", "m"), file(WAV)] + [field(k, v) for k, v in SDK_FIELDS])
+    req = asyncio.run(parsing.transcription_from_form(_request(body, CT, 1 << 30), "transcribe", LIMIT))
+    assert req.models == ["m1", "m2"] and req.temperature == 0.5
+    p = req.provider
+    assert (p.order, p.allow_fallbacks, p.max_price, p.options) == (["B", "A"], False, {"audio": 6e-05},
+                                                                    {"deepgram": {"smart_format": "true"}})
+
+
+@FUZZ
+@given(items=st.lists(st.tuples(st.text("ab[]0", max_size=12), st.text("ab[]{}\"0", max_size=8)), max_size=10))
+def test_fuzz_form_fields_answers_or_names_a_field(items):
+    try:
+        out = parsing.form_fields(items)
+    except GatewayError as e:
+        assert e.status == 400 and e.param
+    else:
+        def leaves(v):
+            if isinstance(v, dict):
+                return [x for y in v.values() for x in leaves(y)]
+            if isinstance(v, list):
+                return [x for y in v for x in leaves(y)]
+            return [v]
+        assert isinstance(out, dict) and all(isinstance(x, str) for x in leaves(out))

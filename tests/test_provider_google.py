@@ -133,6 +133,19 @@ def test_speaker_count_options_reach_google(api, fake):
     assert r.status_code == 400 and "max_speakers" in r.json()["error"]["message"]
 
 
+def test_speaker_count_options_from_a_form(api, fake):
+    """The openai SDK's extra_body on multipart: provider[options][google][max_speakers]=3, numbers as text."""
+    r = api.post("/v1/audio/transcriptions", files={"file": (JFK, (DEV_AUDIO / JFK).read_bytes())},
+                 data={"model": "google/chirp-3", "diarize": "true", "provider[options][google][min_speakers]": "2",
+                       "provider[options][google][max_speakers]": "3"})
+    assert r.status_code == 200, r.text
+    assert recognize_calls(fake)[0].json["config"]["features"]["diarizationConfig"] == \
+        {"minSpeakerCount": 2, "maxSpeakerCount": 3}
+    r = api.post("/v1/audio/transcriptions", files={"file": (JFK, (DEV_AUDIO / JFK).read_bytes())},
+                 data={"model": "google/chirp-3", "diarize": "true", "provider[options][google][max_speakers]": "2.5"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "provider.options.google.max_speakers", r.text
+
+
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
 def test_text_and_subtitle_formats(api, manifest, fmt):
     r = transcribe_json(api, LIBRI, "flac", response_format=fmt)

@@ -66,6 +66,34 @@ def test_plain_text_errors_and_short_keys(monkeypatch):
     assert adapter.scrub("about a tab") == "about a tab"
 
 
+def key_fragments(text: str, key: str = KEY, n: int = 5) -> list[str]:
+    body = key.split("-", 2)[-1]  # the random part
+    return [body[i:i + n] for i in range(len(body) - n + 1) if body[i:i + n] in text]
+
+
+@pytest.mark.parametrize("name", http_adapters())
+def test_key_straddling_the_message_cut_is_scrubbed_whole(name, monkeypatch):
+    """The upstream text is cut at 300 characters: the scrub comes first, so no cut leaves 31 of 32
+    characters of the key behind, wherever the key sits (envelope or plain text)."""
+    adapter = make(name, monkeypatch)
+    for n in range(240, 310):
+        text = "A" * n + "key=" + KEY + " refused"
+        for resp in (httpx.Response(401, json={"error": {"message": text}}), httpx.Response(500, text=text)):
+            e = adapter.upstream_error(resp)
+            assert not key_fragments(e.message), (n, e.message)
+            assert e.message.count("A") >= min(n, 250)  # the upstream's text is kept, not thrown away
+
+
+def test_scrub_removes_fragments_a_cut_left_at_either_end(monkeypatch):
+    adapter = make("openai", monkeypatch)
+    assert adapter.scrub("refused: " + KEY[:12]) == "refused: ***"  # an upstream cut it off
+    assert adapter.scrub(KEY[-9:] + " refused") == "*** refused"
+    assert adapter.scrub("refused: " + KEY[:3]) == "refused: " + KEY[:3]  # 3 characters say nothing
+    for limit in range(1, 60):
+        out = adapter.scrub("x" * 10 + KEY + " tail", limit)
+        assert len(out) <= limit + 3 and not key_fragments(out, n=4), (limit, out)
+
+
 def test_openai_family_passes_retry_after_on(monkeypatch):
     adapter = make("openai", monkeypatch)
     e = adapter.upstream_error(httpx.Response(429, json={"error": {"message": "slow down"}},

@@ -166,6 +166,19 @@ def test_openai_translation_sends_no_language(client, fakes):
     assert r.json()["text"] == call.info["heard"].text
 
 
+def test_openai_translation_with_word_timestamps_sends_no_granularities(client, fakes):
+    """/audio/translations takes no timestamp_granularities[] (OpenAI refuses it: "Unrecognized request
+    argument"); words asked for on a translation must not break it (found by tests/test_fuzz_api.py)."""
+    files = {"file": ("jfk.flac", JFK.read_bytes(), "audio/flac")}
+    r = client.post("/v1/audio/translations", files=files,
+                    data={"model": "openai/whisper-1", "response_format": "verbose_json",
+                          "timestamp_granularities[]": "word"})
+    assert r.status_code == 200, r.text
+    call = fakes["openai"].calls[0]
+    assert call.path == "/v1/audio/translations" and "timestamp_granularities[]" not in call.form
+    assert not fakes["openai"].violations
+
+
 def test_openai_speech_passthrough_and_parameters(client, fakes):
     r = client.post("/v1/audio/speech", json={"model": "openai/tts-1", "input": "Hello there, this is a test.",
                                               "voice": "nova", "speed": 1.25})

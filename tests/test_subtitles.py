@@ -14,7 +14,7 @@ from conftest import DEV_AUDIO
 from wer import normalize
 
 from audiorouter.audio.subtitles import LINE_CHARS, MAX_CUE_SECONDS, MAX_LINES, to_srt, to_vtt
-from audiorouter.core.types import Segment, Transcript
+from audiorouter.core.types import Segment, Transcript, Word
 
 CLIPS = [
     ("librispeech_test-other_2609-156975-0007.flac", "en"),   # 20 s, long sentences
@@ -171,3 +171,27 @@ def test_empty_transcript_gives_empty_but_valid_files(client):
                     files={"file": ("quiet.wav", data)})
     assert r.status_code == 200
     assert r.text.strip() == ""
+
+
+# ---- fixed expected files: timestamps past an hour ------------------------------------------------------
+LATE = Transcript(text="Back after the break. And we are done.", duration=36_005.0, segments=[
+    Segment(0, 3725.0, 3727.25, " Back after the break."),
+    Segment(1, 35_999.5, 36_001.0, " And we are done."),
+])
+LATE_WORDS = Transcript(text="Still here.", duration=7200.0, segments=[
+    Segment(0, 3599.9995, 3601.5, " Still here.",
+            words=[Word(" Still", 3599.9995, 3600.4), Word(" here.", 3600.4, 3601.5)]),
+])
+
+
+def test_srt_hours_are_carried():
+    assert to_srt(LATE) == ("1\n01:02:05,000 --> 01:02:07,250\nBack after the break.\n\n"
+                            "2\n09:59:59,500 --> 10:00:01,000\nAnd we are done.\n")
+    # from word timings; 3599.9995 s rounds to the next hour, not to 00:59:60,000
+    assert to_srt(LATE_WORDS) == "1\n01:00:00,000 --> 01:00:01,500\nStill here.\n"
+
+
+def test_vtt_hours_are_carried():
+    assert to_vtt(LATE) == ("WEBVTT\n\n01:02:05.000 --> 01:02:07.250\nBack after the break.\n\n"
+                            "09:59:59.500 --> 10:00:01.000\nAnd we are done.\n")
+    assert to_vtt(LATE_WORDS) == "WEBVTT\n\n01:00:00.000 --> 01:00:01.500\nStill here.\n"

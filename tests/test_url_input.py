@@ -222,3 +222,27 @@ def test_address_classes():
              "0.0.0.0": "unspecified", "224.0.0.1": "multicast", "8.8.8.8": None, "2606:4700::1111": None}
     for ip, why in cases.items():
         assert blocked_reason(ipaddress.ip_address(ip)) == why, ip
+
+
+def test_special_purpose_and_embedded_ipv4_addresses_follow_iana():
+    """IANA's special-purpose registries (IPv4 and IPv6): what is not globally reachable is refused, also when
+    an IPv6 address only carries it (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo). The same on every
+    Python (their is_global lists differ between 3.11 releases)."""
+    from audiorouter.api.url_input import blocked_reason
+    cases = {
+        "fec0::1": "site-local", "feff:ffff::1": "site-local",  # deprecated site-local fec0::/10
+        "3fff::1": "documentation", "2001:db8::1": "private", "5f00::1": "SRv6 SID", "100::1": "private",
+        "64:ff9b:1::a00:1": "local NAT64", "192.88.99.1": "6to4 relay",
+        "192.0.2.1": "private", "198.51.100.7": "private", "203.0.113.9": "private", "198.18.0.1": "private",
+        "240.0.0.1": "private", "255.255.255.255": "private", "0.1.2.3": "private", "192.0.0.8": "IETF protocol",
+        "192.0.0.100": "IETF protocol", "192.0.0.9": None,
+        "::ffff:10.0.0.1": "private", "::ffff:169.254.169.254": "link-local", "::ffff:127.0.0.1": "loopback",
+        "64:ff9b::10.0.0.1": "private", "64:ff9b::7f00:1": "loopback", "64:ff9b::169.254.169.254": "link-local",
+        "64:ff9b::100.64.0.1": "reserved",
+        "2002:a00:1::1": "private", "2002:a9fe:a9fe::": "link-local", "2002:c0a8:101::1": "private",
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe": "private",  # Teredo (2001::/32)
+        "::ffff:8.8.8.8": None, "64:ff9b::8.8.8.8": None, "2002:808:808::1": None,  # reach a public IPv4
+        "8.8.8.8": None, "2606:4700::1111": None,
+    }
+    got = {ip: blocked_reason(ipaddress.ip_address(ip)) for ip in cases}
+    assert got == cases

@@ -36,8 +36,9 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, 
     from .api.app import create_app
     application = create_app(s)
     _preload_vad(s, application.state.services.router.catalog)
+    from .api.protocol import guarded_protocol  # httptools with read deadlines and connection caps
     uvicorn.run(application, host=host or s.host, port=port or s.port, log_level=log_level or s.log_level,
-                loop="uvloop", http="httptools", access_log=False)
+                loop="uvloop", http=guarded_protocol(s), access_log=False)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)

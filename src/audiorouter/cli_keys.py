@@ -22,7 +22,7 @@ def _run(fn: Callable[[Any], Awaitable[Any]], *, migrate: bool = True) -> Any:
 
     try:
         settings = Settings()
-        db = Database(database_url(settings))
+        db = Database(database_url(settings), busy_timeout_s=settings.db_busy_timeout_s)
     except StoreConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -87,9 +87,22 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    # connections (api/protocol.py, `serve`): what one slow or greedy client can hold
+    header_timeout_s: float = 10.0  # a request's head must be complete this long after its first byte (408)
+    body_timeout_s: float = 30.0  # a body must progress by body_min_rate in every window this long (408)
+    body_min_rate: int = 256  # bytes/s averaged over each window (0: any progress at all will do)
+    max_connections: int = 1000  # open connections per process; more are answered 503 and closed (0: no cap)
+    max_connections_per_client: int = 100  # per client IP (IPv6: per /64); more: 429 (0: no cap)
+    # browsers (api/guard.py): Host names accepted while no key exists, besides loopback ones ("*": any), and
+    # origins allowed to call the API cross-origin (CORS), comma-separated ("*": any)
+    allowed_hosts: str = ""
+    cors_origins: str = ""
+
     # keys, ledger, limits (store/): SQLite file in data_dir unless database_url names PostgreSQL
     data_dir: Path = default_data_dir()
     database_url: str | None = None  # postgresql://user@host/db or sqlite:///path; default sqlite in data_dir
+    # SQLite: how long a write waits for another process' lock before the request answers 503 + Retry-After
+    db_busy_timeout_s: float = 5.0
     redis_url: str | None = None  # redis://host:6379/0: rate limits and concurrency shared by all replicas
     redis_prefix: str = "audiorouter:"
     migrate_on_start: bool = True

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
+from .. import __version__, web
 from ..config import Settings, get_settings
-from ..core.errors import GatewayError
+from ..core.errors import ClientClosed, GatewayError
 from ..providers.registry import build_adapters
 from ..routing.catalog import Catalog
 from ..routing.router import Router
@@ -25,6 +25,8 @@ from ..store import Store
 from . import auth, generations, health, keys, models, speech, transcriptions
 from .errors import error_response
 from .fastpath import FastRoutes, audio_routes
+from .openapi_doc import install as document_openapi
+from .guard import BrowserGuard
 
 log = logging.getLogger("audiorouter")
 
@@ -44,6 +46,24 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.randbits(128)))
 
 def new_generation_id() -> str:
     return f"gen-{int(time.time())}-{_ids.getrandbits(72).to_bytes(9, 'big').hex()}"
+
+
+def receive_body(receive: Receive) -> Receive:
+    """`receive`, except that the client leaving before the body is complete raises ClientClosed (a
+    GatewayError: answered like any other, no traceback, the ledger row cancelled) wherever the body is being
+    read, instead of Starlette's ClientDisconnect, which is no error class of ours and would be a 500.
+    Disconnects after the body (streamed answers watch for them) pass through as they are."""
+    body_done = False
+
+    async def wrapped() -> Message:
+        nonlocal body_done
+        message = await receive()
+        if message["type"] == "http.request":
+            body_done = not message.get("more_body", False)
+        elif message["type"] == "http.disconnect" and not body_done:
+            raise ClientClosed("the client closed the connection before the request body was complete")
+        return message
+    return wrapped
 
 
 class GenerationIdMiddleware:
@@ -76,7 +96,7 @@ class GenerationIdMiddleware:
             await send_with_id(message)
 
         try:
-            await self.app(scope, receive, send_tracking)
+            await self.app(scope, receive_body(receive), send_tracking)
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
             if started:
@@ -104,10 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await store.close()
 
     otel = settings.opentelemetry
-    app = FastAPI(title="audiorouter", version=__version__, lifespan=lifespan, docs_url="/docs",
-                  openapi_url="/openapi.json", telemetry={"tracing": otel, "metrics": otel, "logs": otel})
+    app = FastAPI(title="audiorouter", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url="/openapi.json", telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.services = svc
     app.state.store = store
+    document_openapi(app)  # /openapi.json with the bodies, query parameters and error envelopes
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -125,8 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for r in (transcriptions.router, speech.router, models.router, health.router, keys.router, generations.router):
         app.include_router(r)
+    web.mount(app)  # the Playground at / and /playground, /docs and /redoc from packaged assets (web/)
     # the audio endpoints straight to their handlers (innermost of our middlewares: auth and ids still apply)
     app.add_middleware(FastRoutes, routes=audio_routes(), on_error=auth.store_error_response)
     auth.install(app)  # key auth + per-key limits (inside the generation-id middleware)
+    # Host (DNS rebinding), Origin (CORS) and Content-Type rules for every route, before auth
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
     app.add_middleware(GenerationIdMiddleware)
     return app

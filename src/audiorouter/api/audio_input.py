@@ -45,9 +45,9 @@ class LazyPreparedAudio(PreparedAudio):
         return f"LazyPreparedAudio(format={self.format!r}, bytes={len(self.data)}, duration={self.duration:.3f})"
 
 
-def _prepare_wav(audio: Audio, field: str) -> tuple[PreparedAudio, dict[str, str]] | None:
-    layout = wav_layout(audio.data)
-    if layout is None or layout.frames == 0 or layout.duration > MAX_SECONDS:
+def _prepare_wav(audio: Audio, field: str, max_seconds: float) -> tuple[PreparedAudio, dict[str, str]] | None:
+    layout = wav_layout(audio.data)  # frames counted from the bytes really there, not the header's size
+    if layout is None or layout.frames == 0 or layout.duration > max_seconds:
         return None  # the full decoder gives the precise error or handles the odd layout
     audio.detected_format = "wav"
     headers = {"X-Audio-Format-Detected": "wav"}
@@ -70,12 +70,15 @@ def format_headers(audio: Audio) -> dict[str, str]:
     return headers
 
 
-async def prepare(audio: Audio, field: str) -> tuple[PreparedAudio, dict[str, str]]:
+async def prepare(audio: Audio, field: str, max_seconds: float | None = None) -> tuple[PreparedAudio, dict[str, str]]:
+    """Decode the whole input in memory (float32). More than `max_seconds` (default the server's limit) is
+    an AudioTooLong raised as soon as decoding passes it: a header's claim is never trusted."""
     if audio.data[:4] == b"RIFF":
-        fast = _prepare_wav(audio, field)
+        fast = _prepare_wav(audio, field, MAX_SECONDS if max_seconds is None else max_seconds)
         if fast is not None:
             return fast
-    decoded = await asyncio.to_thread(decode, audio.data, audio.declared_format, field=field)
+    decoded = await asyncio.to_thread(decode, audio.data, audio.declared_format, field=field,
+                                      max_seconds=max_seconds)
     used = decoded.source_format
     audio.detected_format = used
     headers: dict[str, str] = {"X-Audio-Format-Detected": used}

@@ -1,6 +1,7 @@
 """Usage tracking around every billable request, and the endpoints that read the ledger:
 
   GET /api/v1/generation?id=<X-Generation-Id>   OpenRouter's generation shape (api_type stt / tts)
+  GET /api/v1/generations[?limit=20]             the most recent ones, newest first (same shape; audiorouter's own)
   GET /api/v1/activity[?date=YYYY-MM-DD&api_key_hash=]   cost and usage per UTC day, model and endpoint
 
 `track()` is the one hook the audio routes use:
@@ -31,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core.errors import Forbidden, GatewayError, InvalidRequest, NotFound
+from ..core.errors import ClientClosed, Forbidden, GatewayError, InvalidRequest, NotFound
 from ..core.types import SpeechRequest, TranscriptionRequest, Usage
 from ..providers.base import BYOK_KEYS
 from ..routing.pricing import estimate_text_tokens, speech_cost, transcription_cost
@@ -149,7 +150,7 @@ class Tracked:
 
     def _failure(self, e: BaseException) -> Settlement:
         elapsed = (time.perf_counter() - self.t0) * 1000
-        if isinstance(e, (asyncio.CancelledError, GeneratorExit)):  # the client went away mid-answer
+        if isinstance(e, (asyncio.CancelledError, GeneratorExit, ClientClosed)):  # the client went away
             return Settlement(status="cancelled", error_type="cancelled", error_message="the client went away",
                               generation_time_ms=elapsed)
         if not isinstance(e, GatewayError):
@@ -348,6 +349,24 @@ async def get_generation(request: Request) -> Response:
     if row is None or (p is not None and not p.is_management and row.key_hash != p.hash):
         raise NotFound(f"id: generation {gid!r} not found", param="id", code="generation_not_found")
     return ok({"data": generation_data(row, services(request))})
+
+
+@router.get("/api/v1/generations")
+async def recent_generations(request: Request) -> Response:
+    """The newest generations first: a regular key's own, everyone's for a management key (or auth off)."""
+    raw = request.query_params.get("limit") or "20"
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise InvalidRequest(f"limit: expected an integer from 1 to 100, got {raw[:20]!r}", param="limit")
+    p = principal(request)
+    q = select(Generation).order_by(Generation.created_at.desc()).limit(int(raw))
+    if p is not None and not p.is_management:
+        q = q.where(Generation.key_hash == p.hash)
+    store = request.app.state.store
+    await store.ledger.flush()
+    async with store.db.sessions() as s:
+        rows = (await s.execute(q)).scalars().all()
+    svc = services(request)
+    return ok({"data": [generation_data(g, svc) for g in rows]})
 
 
 @router.get("/api/v1/activity")

@@ -243,7 +243,9 @@ def _num(d: dict, key: str, lo: float | None = None, hi: float | None = None, *,
     if not math.isfinite(v):
         raise InvalidRequest(f"{name}: expected a finite number", param=name)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise InvalidRequest(f"{name}: {v:g} is out of range; it must be between {lo:g} and {hi:g}", param=name,
+        bound = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
+                 else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        raise InvalidRequest(f"{name}: {v:g} is out of range; it must be {bound}", param=name,
                              metadata={"min": lo, "max": hi})
     return v
 
@@ -256,17 +258,23 @@ def _bool(d: dict, key: str, *, prefix: str = "") -> bool | None:
         return v
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
         return v.strip().lower() in ("true", "1")
-    raise InvalidRequest(f"{prefix}{key}: expected a boolean, got {_kind(v)}", param=prefix + key)
+    got = f"{v[:40]!r}" if isinstance(v, str) else _kind(v)
+    raise InvalidRequest(f"{prefix}{key}: expected a boolean (true or false), got {got}", param=prefix + key)
 
 
 def _str_list(d: dict, key: str, *, prefix: str = "") -> list[str] | None:
+    """A list of strings; one string is a list of one (a form field sent once)."""
     v = d.get(key)
+    name = prefix + key
     if v is None:
         return None
     if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise InvalidRequest(f"{prefix}{key}: expected a list of strings", param=prefix + key)
+        return [v]
+    if not isinstance(v, list):
+        raise InvalidRequest(f"{name}: expected a list of strings, got {_kind(v)}", param=name)
+    for i, x in enumerate(v):
+        if not isinstance(x, str):
+            raise InvalidRequest(f"{name}[{i}]: expected a string, got {_kind(x)}", param=f"{name}[{i}]")
     return v
 
 
@@ -296,11 +304,15 @@ def parse_provider(v: Any) -> RoutingPrefs:
     p.sort = sort
     mp = v.get("max_price")
     if mp is not None:
-        if not isinstance(mp, dict) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                               and math.isfinite(x) and x >= 0 for x in mp.values()):
-            raise InvalidRequest("provider.max_price: expected an object of non-negative numbers",
+        if not isinstance(mp, dict):
+            raise InvalidRequest(f"provider.max_price: expected an object of non-negative numbers, got {_kind(mp)}",
                                  param="provider.max_price")
-        p.max_price = {k: float(x) for k, x in mp.items()}
+        p.max_price = {}
+        for k in mp:
+            if mp[k] is None:
+                raise InvalidRequest(f"provider.max_price.{k}: expected a number, got null",
+                                     param=f"provider.max_price.{k}")
+            p.max_price[k] = _num(mp, k, 0.0, prefix="provider.max_price.")
     dc = v.get("data_collection")
     if dc is not None and (not isinstance(dc, str) or dc not in ("allow", "deny")):
         raise InvalidRequest("provider.data_collection: must be 'allow' or 'deny'", param="provider.data_collection")
@@ -419,6 +431,100 @@ def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> Transc
     return req
 
 
+# ---- form fields -----------------------------------------------------------------------------------------
+_NESTED = re.compile(r"([^\[\]]+)(?:\[[^\[\]]*\])+")
+_SEGMENTS = re.compile(r"\[([^\[\]]*)\]")
+MAX_FIELD_DEPTH = 6            # provider[options][slug][name][] is 4
+JSON_LIST_FIELDS = ("models", "timestamp_granularities", "keyterms")
+_MISSING = object()
+
+
+def form_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A form's fields (all but `file`) as the JSON object they stand for. Nested values come in the bracket
+    notation the openai SDKs send for `extra_body` (Python and npm alike): `provider[order][]=B`,
+    `provider[allow_fallbacks]=false`, `provider[max_price][audio]=0.5`, `models[]=m1`; `name[0]` indices are
+    read too. A name sent more than once is a list of its values. The leaves stay strings: the typed readers
+    (_num, _bool, _str_list) convert them. A list field may also come as one JSON array string
+    (`models=["a","b"]`), as `provider` may come as one JSON object string (parse_provider)."""
+    data: dict[str, Any] = {}
+    for key, value in items:
+        if "[" not in key and "]" not in key:  # the usual case: a plain name
+            if key not in data:
+                data[key] = value
+            elif key != "file":
+                _put(data, key, value, key)
+            continue
+        m = _NESTED.fullmatch(key)
+        if m is None:
+            raise InvalidRequest(f"{key[:60]!r}: malformed field name; nested fields are sent as name[key] or "
+                                 "name[]", param=key[:60])
+        name = m[1]
+        segs = _SEGMENTS.findall(key, len(name))
+        if len(segs) > MAX_FIELD_DEPTH:
+            raise InvalidRequest(f"{name[:60]}: nested more than {MAX_FIELD_DEPTH} levels deep", param=name[:60])
+        node: Any = data
+        k: Any = name
+        path = name
+        for seg in segs:
+            node, k, path = _step(node, k, seg, path)
+        _put(node, k, value, path)
+    data.pop("file", None)
+    for name in JSON_LIST_FIELDS:
+        v = data.get(name)
+        if v.__class__ is str and v[:1] == "[":
+            try:
+                decoded = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                continue  # not JSON: the string itself
+            if isinstance(decoded, list):
+                data[name] = decoded
+    return data
+
+
+def _step(node: Any, k: Any, seg: str, path: str) -> tuple[Any, Any, str]:
+    """One bracket down from node[k]: the container the next segment indexes, its key, and the field's name."""
+    child = node[k] if isinstance(node, list) else node.get(k, _MISSING)
+    if seg == "" or seg.isdigit():  # a list: name[] appends, name[i] is the i-th element
+        if child is _MISSING:
+            child = _set(node, k, [])
+        elif not isinstance(child, list):
+            raise _both(path)
+        i = len(child) if seg == "" else int(seg)
+        if i > len(child):
+            raise InvalidRequest(f"{path}[{seg}]: list indices must come in order from 0", param=f"{path}[{seg}]")
+        if i == len(child):
+            child.append(_MISSING)
+        return child, i, f"{path}[{i}]"
+    if child is _MISSING:
+        child = _set(node, k, {})
+    elif not isinstance(child, dict):
+        raise _both(path)
+    return child, seg, f"{path}.{seg}"
+
+
+def _set(node: Any, k: Any, v: Any) -> Any:
+    node[k] = v
+    return v
+
+
+def _put(node: Any, k: Any, value: Any, path: str) -> None:
+    """Sets a leaf; a second value for the same name makes it a list."""
+    old = node[k] if isinstance(node, list) else node.get(k, _MISSING)
+    if old is _MISSING:
+        node[k] = value
+    elif isinstance(old, list):
+        old.append(value)
+    elif isinstance(old, dict):
+        raise _both(path)
+    else:
+        node[k] = [old, value]
+
+
+def _both(path: str) -> InvalidRequest:
+    return InvalidRequest(f"{path}: sent both as one value and as nested fields ({path}[...]); send one of them",
+                          param=path)
+
+
 async def transcription_from_form(request: Request, task: str, limit: int) -> TranscriptionRequest:
     try:
         form = await read_form(request, limit, _too_large, max_files=4, max_fields=64,
@@ -428,15 +534,7 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
     except Exception as e:  # multipart parser errors
         raise InvalidRequest(f"body: malformed multipart form ({str(e)[:200]})", param="body") from None
     try:
-        data: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if key == "file":
-                continue
-            k = key[:-2] if key.endswith("[]") else key
-            if k == "timestamp_granularities":
-                data.setdefault(k, []).append(value)
-            else:
-                data[k] = value
+        data = form_fields(form.multi_items())
         model = _str(data, "model", required=True)
         up = form.get("file")
         if up is None:

@@ -174,7 +174,7 @@ async def openai_stream_transcribe(adapter: Any, req: TranscriptionRequest, audi
             elif kind == "error" or isinstance(ev.get("error"), dict):
                 err = ev.get("error") if isinstance(ev.get("error"), dict) else {}
                 msg = err.get("message") if isinstance(err.get("message"), str) else "stream error"
-                raise UpstreamError(f"{adapter.slug}: upstream stream failed: {adapter.scrub(msg)[:300]}",
+                raise UpstreamError(f"{adapter.slug}: upstream stream failed: {adapter.scrub(msg, 300)}",
                                     retryable=not parts, metadata={"provider_name": adapter.slug})
     except httpx.HTTPError as e:
         raise adapter.transport_error(e) from None

@@ -28,13 +28,10 @@ async def parse_transcription(request: Request, task: str):
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith("multipart/form-data"):
         return await transcription_from_form(request, task, limit), "file"
-    if ctype.startswith("application/json") or not ctype:
+    # Only JSON gets here (api/guard.py answers 415 to anything else, a form or text/plain that a web page could
+    # send cross-site without asking first); the check stays for callers that skip the guard.
+    if ctype.startswith("application/json"):
         return transcription_from_json(parse_json(await read_body(request, limit, audio=True)), task), "input_audio.data"
-    if ctype.startswith("application/x-www-form-urlencoded"):
-        # `curl -d '{...}'` without -H Content-Type sends JSON labelled as a urlencoded form: accept it.
-        body = await read_body(request, limit, audio=True)
-        if body.lstrip()[:1] == b"{":
-            return transcription_from_json(parse_json(body), task), "input_audio.data"
     raise InvalidRequest(f"Content-Type: {ctype!r} is not supported; send application/json or multipart/form-data",
                          param="Content-Type", status=415)
 

@@ -1,7 +1,8 @@
 """input_audio.url: the gateway fetches the audio itself. Only http and https; the host name is resolved here
-and every address it resolves to must be public (loopback, private, link-local, CGNAT, multicast and
-reserved ranges are refused unless the operator allows them with AUDIOROUTER_URL_FETCH_ALLOW_PRIVATE=true or
-lists them in AUDIOROUTER_URL_FETCH_ALLOW_HOSTS); the connection then goes to the address that was checked
+and every address it resolves to must be public (loopback, private, link-local, site-local, CGNAT, multicast,
+documentation and reserved ranges of IANA's special-purpose registries, also as the IPv4 address an IPv6 one
+carries - mapped, NAT64, 6to4, Teredo - are refused unless the operator allows them with
+AUDIOROUTER_URL_FETCH_ALLOW_PRIVATE=true or lists them in AUDIOROUTER_URL_FETCH_ALLOW_HOSTS); the connection then goes to the address that was checked
 (so a second DNS answer cannot point it elsewhere), with the original name as Host header and TLS server
 name. Redirects are followed by hand, each hop checked the same way. The body is capped in size
 (AUDIOROUTER_URL_FETCH_MAX_BYTES, default the request body limit) and the whole fetch in time
@@ -38,14 +39,40 @@ def _allowed_networks(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6
     return tuple(nets)
 
 
+# IANA special-purpose ranges (iana-ipv4/ipv6-special-registry) that are not globally reachable, beyond what
+# this Python's is_global already knows (older ones miss some), and ranges deprecated for use
+_NOT_GLOBAL = {
+    "site-local": ipaddress.ip_network("fec0::/10"),        # RFC 3879: deprecated, routed like private
+    "documentation": ipaddress.ip_network("3fff::/20"),     # RFC 9637
+    "local NAT64": ipaddress.ip_network("64:ff9b:1::/48"),  # RFC 8215: translates to private networks
+    "SRv6 SID": ipaddress.ip_network("5f00::/16"),          # RFC 9602
+    "6to4 relay": ipaddress.ip_network("192.88.99.0/24"),   # RFC 7526: deprecated anycast
+    "IETF protocol": ipaddress.ip_network("192.0.0.0/24"),  # RFC 6890 (but for the two below)
+}
+_GLOBAL_EXCEPTIONS = {ipaddress.ip_address("192.0.0.9"), ipaddress.ip_address("192.0.0.10")}  # PCP, TURN anycast
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches: IPv4-mapped, NAT64 (well-known prefix), 6to4, Teredo."""
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+
+
 def blocked_reason(ip: IPAddress) -> str | None:
     """Why an address is not a public internet address (None when it is)."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        embedded = embedded_ipv4(ip)
         if embedded is not None:
             why = blocked_reason(embedded)
-            if why:
+            if why or ip.teredo is None:  # mapped, NAT64, 6to4: the IPv4 address reached decides
                 return why
+    if ip in _GLOBAL_EXCEPTIONS:
+        return None
+    for why, net in _NOT_GLOBAL.items():
+        if ip.version == net.version and ip in net:
+            return why
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:

@@ -13,7 +13,6 @@ import av
 import numpy as np
 
 from .decode import MonoResampler, decode_into
-from .encode import to_s16_array
 from .sniff import known, sniff
 
 RATE = 16000
@@ -29,14 +28,6 @@ class PcmSpool:
         self._fd = self._f.fileno()
         self._lock = threading.Lock()
         self.n_samples = 0
-
-    @classmethod
-    def from_samples(cls, samples: np.ndarray, directory: str | None = None) -> "PcmSpool":
-        spool = cls(directory)
-        step = RATE * 60
-        for i in range(0, len(samples), step):
-            spool.append(to_s16_array(samples[i:i + step]))
-        return spool
 
     def append(self, pcm: np.ndarray) -> None:
         if pcm.dtype != np.int16:
@@ -304,6 +295,13 @@ def speech_spans(probs: np.ndarray, n: int) -> list[tuple[int, int]]:
         else:
             sp[1] = min(n, sp[1] + VAD_SPEECH_PAD)
     return [(a, b) for a, b in spans]
+
+
+def speech_seconds(window: np.ndarray) -> float:
+    """How much of `window` (float32, 16 kHz) the VAD hears as speech, in seconds."""
+    if len(window) < VAD_STEP:
+        return 0.0
+    return sum(b - a for a, b in speech_spans(speech_probs(window), len(window))) / RATE
 
 
 def silence_gaps(window: np.ndarray) -> list[tuple[int, int]]:

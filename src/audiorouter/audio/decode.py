@@ -3,7 +3,7 @@
 The container is chosen by the bytes (sniff), never by the declared format, except for headerless PCM
 (s16le, 16 kHz, mono), which has no signature and is decoded as such only when declared "pcm". Every way
 input can be bad is an InvalidRequest (400) naming the request field: empty, not audio, no audio stream,
-no samples, corrupt or truncated, too long."""
+no samples, corrupt or truncated; too long is an AudioTooLong (413)."""
 from __future__ import annotations
 
 import io
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ..core.errors import InvalidRequest
+from ..core.errors import InvalidRequest, PayloadTooLarge
 from .sniff import known, sniff
 
 TARGET_RATE = 16000
@@ -57,7 +57,9 @@ def _bad(field: str, message: str) -> InvalidRequest:
 
 def decode(data: bytes, declared: str | None = None, *, field: str = "input_audio.data",
            max_seconds: float | None = None) -> Decoded:
-    """Decode by the bytes' real container; `declared` only matters for headerless PCM."""
+    """Decode by the bytes' real container; `declared` only matters for headerless PCM. Decoding stops with
+    AudioTooLong as soon as more than `max_seconds` (default MAX_SECONDS) came out, whatever the header
+    claimed: the float32 held is bounded by the limit, never by what the bytes say."""
     if not data:
         raise _bad(field, "the audio is empty (0 bytes)")
     limit = MAX_SECONDS if max_seconds is None else max_seconds
@@ -81,9 +83,18 @@ def _decode_pcm(data: bytes, field: str, limit: float) -> Decoded:
     return Decoded(samples, "pcm", PCM_RATE, 1)
 
 
-def _too_long(field: str, seconds: float, limit: float) -> InvalidRequest:
-    return InvalidRequest(f"{field}: the audio is longer than this server accepts ({seconds:.0f} s; the limit is "
-                          f"{limit:.0f} s)", param=field, code="audio_too_long", metadata={"limit_seconds": limit})
+class AudioTooLong(PayloadTooLarge):
+    """413: the audio (as decoded, or as its header says) is longer than `limit` seconds. Raised the moment
+    decoding passes the limit, so no more than the limit is ever held."""
+
+    def __init__(self, field: str, seconds: float, limit: float):
+        super().__init__(f"{field}: the audio is longer than this server accepts ({seconds:.0f} s; the limit is "
+                         f"{limit:.0f} s)", param=field, code="audio_too_long", metadata={"limit_seconds": limit})
+        self.limit = limit
+
+
+def _too_long(field: str, seconds: float, limit: float) -> AudioTooLong:
+    return AudioTooLong(field, seconds, limit)
 
 
 def _open(data: bytes, force: str | None):

@@ -53,6 +53,14 @@ class PayloadTooLarge(GatewayError):
     type = "request_too_large"
 
 
+class ClientClosed(GatewayError):
+    """The client closed the connection before its request body was complete. A normal event, not a fault:
+    there is nobody left to answer (499, nginx's number for it, is what the access log shows) and a ledger
+    row, if one was open, ends `cancelled`."""
+    status = 499
+    type = "client_closed_request"
+
+
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"

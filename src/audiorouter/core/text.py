@@ -18,3 +18,33 @@ def pack(units: Iterable[str], limit: int) -> list[str]:
     if cur:
         pieces.append(cur)
     return pieces
+
+
+MIN_SECRET_CHARS = 4  # shorter values are not scrubbed (they would mangle ordinary words), nor shorter fragments
+
+
+def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
+    """`text` with every secret (of MIN_SECRET_CHARS or more) replaced by ***, then cut to `limit`
+    characters. Also replaced: a fragment of a secret that someone else's cut left at either end of the text
+    (the text ends with the secret's first 4+ characters, or begins with its last 4+). The cut happens after
+    the scrub, and the end is checked again after it, so no cut ever leaves part of a secret behind."""
+    keep = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+    text = _redact(text, keep)
+    if limit is not None and len(text) > limit:
+        text = _redact(text[:limit], keep)
+    return text
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, "***")
+        for n in range(min(len(s) - 1, len(text)), MIN_SECRET_CHARS - 1, -1):
+            if text.endswith(s[:n]):
+                text = text[:-n] + "***"
+                break
+        for n in range(min(len(s) - 1, len(text)), MIN_SECRET_CHARS - 1, -1):
+            if text.startswith(s[-n:]):
+                text = "***" + text[n:]
+                break
+    return text

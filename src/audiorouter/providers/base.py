@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, runtime_checkabl
 
 import numpy as np
 
+from ..core.errors import GatewayError
+from ..core.text import redact
 from ..core.types import SpeechRequest, Transcript, TranscriptionRequest
 
 if TYPE_CHECKING:
@@ -79,6 +81,23 @@ class ProviderAdapter:
 
     async def start(self) -> None:
         return None
+
+    # ---- credentials never reach a client --------------------------------------------------------------
+    def secrets(self) -> list[str | None]:
+        """What must never appear in an error a client (or the log, or the ledger) sees: the request's API
+        key, plus whatever other credential an adapter sends (override to add it)."""
+        return [self.api_key]
+
+    def scrub(self, text: str, limit: int | None = None) -> str:
+        """`text` with every secret, and any fragment of one a cut left at either end, replaced by ***,
+        then cut to `limit` characters (core.text.redact). Upstreams sometimes echo the key they were
+        given in their error text; cut such text only through here, never before."""
+        return redact(text, self.secrets(), limit)
+
+    def scrubbed(self, e: GatewayError) -> GatewayError:
+        e.message = self.scrub(e.message)
+        e.args = (e.message,)
+        return e
 
     async def aclose(self) -> None:
         return None

@@ -147,7 +147,7 @@ class ElevenLabsProvider(HTTPProvider):
                 d = detail[0]
                 loc = ".".join(str(x) for x in d.get("loc") or [] if x != "body")
                 detail_msg = f"{loc}: {d.get('msg')}" if loc else str(d.get("msg"))
-                e.message = f"{self.slug}: upstream answered {resp.status_code}: {detail_msg}"[:400]
+                e.message = self.scrub(f"{self.slug}: upstream answered {resp.status_code}: {detail_msg}", 400)
         except ValueError:
             pass
         if code:

@@ -199,6 +199,8 @@ class GoogleProvider(HTTPProvider):
 
     def _speakers(self, options: dict[str, Any], key: str, default: int) -> int:
         v = options.get(key, default)
+        if isinstance(v, str) and v.strip().isdigit():  # a form field (provider[options][google][...]=3)
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 20:
             raise InvalidRequest(f"provider.options.google.{key}: expected an integer from 1 to 20",
                                  param=f"provider.options.google.{key}")

@@ -3,11 +3,12 @@ one mapping from upstream failures to neutral errors (which the router retries o
 from __future__ import annotations
 
 import functools
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 import httpx
 
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
+from ..core.text import redact
 from .base import ProviderAdapter
 from .fasthttp import FastResponse, FastTransport, fast_body
 from .fasthttp import enabled as fast_enabled
@@ -25,35 +26,44 @@ def retry_after_seconds(resp: httpx.Response) -> float | None:
         return None
 
 
-def upstream_message(resp: httpx.Response) -> str:
-    """The provider's own error text, whatever its envelope, trimmed; never echoes request headers."""
+MESSAGE_CHARS = 300  # of the upstream's own error text passed on
+
+
+def upstream_message(resp: httpx.Response, secrets: Iterable[str | None] = ()) -> str:
+    """The provider's own error text, whatever its envelope, with `secrets` scrubbed out and then cut to
+    MESSAGE_CHARS (in that order: a cut first could leave part of a key behind); never echoes request
+    headers."""
+    return redact(_upstream_text(resp), secrets, MESSAGE_CHARS)
+
+
+def _upstream_text(resp: httpx.Response) -> str:
     try:
         body: Any = resp.json()
     except ValueError:
-        return resp.text[:300]
+        return resp.text
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             for k in ("message", "detail", "err_msg", "error"):
                 if isinstance(err.get(k), str):
-                    return err[k][:300]
+                    return err[k]
             if isinstance(err.get("detail"), dict) and isinstance(err["detail"].get("message"), str):
-                return err["detail"]["message"][:300]
+                return err["detail"]["message"]
         if isinstance(err, str):
-            return err[:300]
+            return err
         if isinstance(body.get("detail"), (str, dict, list)):
-            return str(body["detail"])[:300]
-    return str(body)[:300]
+            return str(body["detail"])
+    return str(body)
 
 
-def raise_for_upstream(provider: str, resp: httpx.Response) -> None:
+def raise_for_upstream(provider: str, resp: httpx.Response, secrets: Iterable[str | None] = ()) -> None:
     """Map a non-2xx upstream answer to an error. 4xx other than 408/409/425/429 are the client's fault
     (retrying elsewhere would fail the same way) except 401/403/404, which are ours (bad key, model
-    retired upstream) and another provider may well succeed."""
+    retired upstream) and another provider may well succeed. `secrets` never reach the message."""
     if resp.is_success:
         return
     status = resp.status_code
-    msg = f"{provider}: upstream answered {status}: {upstream_message(resp)}"
+    msg = f"{provider}: upstream answered {status}: {upstream_message(resp, secrets)}"
     if status in RETRYABLE_STATUS or status >= 500:
         raise UpstreamError(msg, retryable=True, upstream_status=status, retry_after=retry_after_seconds(resp),
                             status=502 if status != 429 else 429, metadata={"provider_name": provider, "upstream_status": status})
@@ -136,25 +146,6 @@ class HTTPProvider(ProviderAdapter):
             await resp.aread()
         return resp
 
-    # ---- credentials never reach a client --------------------------------------------------------------
-    def secrets(self) -> list[str | None]:
-        """What must never appear in an error a client (or the log) sees: the request's API key, plus
-        whatever other credential an adapter sends (override to add it)."""
-        return [self.api_key]
-
-    def scrub(self, text: str) -> str:
-        """`text` with every secret (of 4 characters or more, so a stray short value cannot mangle the
-        message) replaced by ***. Upstreams sometimes echo the key they were given in their error text."""
-        for secret in self.secrets():
-            if secret and len(secret) >= 4 and secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def scrubbed(self, e: GatewayError) -> GatewayError:
-        e.message = self.scrub(e.message)
-        e.args = (e.message,)
-        return e
-
     # ---- shared request plumbing (adapters override the hooks for their provider's envelope) ----------
     def transport_error(self, e: httpx.HTTPError) -> UpstreamError:
         return self.scrubbed(map_transport_error(self.slug, e))  # type: ignore[return-value]
@@ -163,7 +154,7 @@ class HTTPProvider(ProviderAdapter):
         """The error a non-2xx answer maps to: raise_for_upstream's, refined by the adapter's
         refine_upstream_error, then scrubbed of secrets. Adapters override the hook, not this."""
         try:
-            raise_for_upstream(self.slug, resp)
+            raise_for_upstream(self.slug, resp, self.secrets())
         except GatewayError as e:
             return self.scrubbed(self.refine_upstream_error(e, resp))
         return UpstreamError(f"{self.slug}: unexpected upstream answer {resp.status_code}", retryable=True,

@@ -14,10 +14,12 @@ classic sequential path (`model.transcribe`), which shares the same model.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
 import time
+import unicodedata
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +27,12 @@ from typing import Callable
 
 import numpy as np
 
+from ..audio.chunking import speech_seconds
 from ..core.types import Segment, Transcript, Word
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+log = logging.getLogger("audiorouter.whisper")
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30
@@ -37,6 +42,7 @@ LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 TAIL_REDECODE_S = 1.0  # a window whose text stops this long before its end has its tail decoded again
+TAIL_MIN_SPEECH_S = 0.25  # ... if the VAD hears at least this much speech in that tail
 LINGER_S = 0.05  # longest wait for requests still preparing their audio to join a batch
 
 
@@ -68,6 +74,15 @@ class _WindowResult:
     segments: list[dict]          # start/end on the collapsed time line, text, tokens, scores
 
 
+def latin_script(text: str) -> bool:
+    """Whether at least 90 % of the letters in `text` are Latin (English output, as a translation must be)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return True
+    latin = sum(1 for c in letters if c.isascii() or unicodedata.name(c, "").startswith("LATIN"))
+    return latin >= 0.9 * len(letters)
+
+
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -90,6 +105,7 @@ class WhisperEngine:
         self._decoder: threading.Thread | None = None
         self._tokenizers: dict[tuple[str, str], object] = {}
         self._suppress: list[int] | None = None
+        self._latin: list[int] | None = None  # _suppress and the tokens outside the Latin script (translation)
         self.batches = 0          # counters, for /metrics-style introspection and the benchmark
         self.windows = 0
 
@@ -209,23 +225,29 @@ class WhisperEngine:
         def complete(i: int, r: _WindowResult) -> _WindowResult:
             """Whisper stops before speech it expects the next window to hold (and leaves out an unfinished
             last segment); faster-whisper's sequential loop seeks back and decodes that part again. Windows
-            here are fixed, so such a tail is decoded again on its own (at most twice per window)."""
+            here are fixed, so such a tail is decoded again on its own, as often as it takes while each pass
+            gets further, but only when the VAD hears speech in it: a tail of trailing silence decoded alone
+            is where Whisper makes up "Thank you." or "Yes."."""
             audio, meta = windows[i]
             off, dur = float(meta["offset"]), float(meta["duration"])
-            for _ in range(2):
-                if not r.segments:
-                    break
+            if not r.segments:  # decoded whole and judged silent: the same audio again says the same
+                return r
+            while True:
                 done_to = r.segments[-1]["end"] - off
                 if dur - done_to < TAIL_REDECODE_S:
-                    break
-                tail = _Window(self._features(audio[int(done_to * SAMPLE_RATE):]), off + done_to, dur - done_to,
-                               task, lang, None, cancelled=cancelled)
+                    return r
+                rest = audio[int(done_to * SAMPLE_RATE):]
+                if speech_seconds(rest) < TAIL_MIN_SPEECH_S:
+                    return r
+                tail = _Window(self._features(rest), off + done_to, dur - done_to, task, lang, None,
+                               cancelled=cancelled)
                 self._submit([tail], front=True)  # its request's text waits on it: ahead of the queue
                 more = tail.future.result()
-                if not more.segments:
-                    break
+                if not more.segments or more.segments[-1]["end"] - off <= done_to + 0.1:
+                    log.warning("whisper: %.1f s of speech at %.1f s gave no text", speech_seconds(rest),
+                                ts_map.get_original_time(off + done_to))
+                    return r
                 r = _WindowResult(r.language, r.segments + more.segments)
-            return r
 
         emit(complete(0, results[0]))
         for i, w in enumerate(rest, start=1):
@@ -319,6 +341,8 @@ class WhisperEngine:
                 tokens, avg_logprob, temperature, ratio, no_speech = self._fallback(w, tok, prompt, tokens, avg_logprob,
                                                                                     ratio, no_speech)
                 silent = no_speech > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+            if w.task == "translate" and not silent and not latin_script(tok.decode([t for t in tokens if t < tok.eot])):
+                tokens, avg_logprob, temperature, ratio, no_speech = self._in_latin_script(w, tok, prompt)
             segments = [] if silent else self._split(w, tok, tokens, avg_logprob, ratio, no_speech, temperature)
             results.append(_WindowResult(lang, segments))
         return results
@@ -342,6 +366,29 @@ class WhisperEngine:
                 return candidates[-1]
         good = [c for c in candidates if c[3] <= COMPRESSION_RATIO_THRESHOLD] or candidates
         return max(good, key=lambda c: c[1])
+
+    def _latin_only(self, tok) -> list[int]:
+        """Suppressed tokens plus every token that writes a letter outside the Latin script."""
+        if self._latin is None:
+            if self._suppress is None:
+                from faster_whisper.transcribe import get_suppressed_tokens
+                self._suppress = get_suppressed_tokens(tok, [-1])
+            other = [i for i in range(tok.eot) if not latin_script(tok.decode([i]))]
+            self._latin = sorted(set(self._suppress) | set(other))
+        return self._latin
+
+    def _in_latin_script(self, w: _Window, tok, prompt):
+        """A translation that came out in the source language's script (Whisper base with beam search does
+        this for Mandarin): decoded again greedily, with tokens outside the Latin script suppressed."""
+        from faster_whisper.transcribe import get_compression_ratio
+        m = self._model
+        res = m.model.generate(m.encode(w.features[None]), [prompt], beam_size=1, max_length=m.max_length,
+                               return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+                               suppress_tokens=self._latin_only(tok),
+                               max_initial_timestamp_index=int(round(1.0 / m.time_precision)))[0]
+        toks = res.sequences_ids[0]
+        lp = res.scores[0] * len(toks) / (len(toks) + 1)
+        return toks, lp, 0.0, get_compression_ratio(tok.decode(toks).strip()), res.no_speech_prob
 
     def _split(self, w: _Window, tok, tokens, avg_logprob, ratio, no_speech, temperature) -> list[dict]:
         from faster_whisper.transcribe import get_compression_ratio
@@ -377,10 +424,12 @@ class WhisperEngine:
         model = self._model
         duration = len(samples) / SAMPLE_RATE
         temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]
+        # segments go out as they are decoded, so a translation is kept to the Latin script from the start
+        suppress = self._latin_only(self._tokenizer("translate", "en")) if task == "translate" else [-1]
         seg_iter, info = model.transcribe(
             samples, task=task, language=language, initial_prompt=prompt or None, temperature=temps,
             beam_size=self.beam_size, vad_filter=True, word_timestamps=words,
-            condition_on_previous_text=False)
+            condition_on_previous_text=False, suppress_tokens=suppress)
         segments: list[Segment] = []
         for s in seg_iter:
             if cancelled():  # the generator decodes lazily: leaving it here stops the work

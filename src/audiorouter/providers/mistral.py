@@ -135,7 +135,7 @@ class MistralProvider(OpenAICompatibleProvider):
                 elif kind == "error" or "error" in ev:
                     err = ev.get("error") if isinstance(ev.get("error"), (dict, str)) else ev
                     msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise malformed(self.slug, f"error event: {self.scrub(str(msg))[:200]}")
+                    raise malformed(self.slug, f"error event: {self.scrub(str(msg), 200)}")
         except httpx.HTTPError as e:
             raise self.transport_error(e) from None
         finally:

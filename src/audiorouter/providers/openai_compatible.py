@@ -223,7 +223,7 @@ class OpenAICompatibleProvider(HTTPProvider):
         try:
             return resp.json()
         except (ValueError, UnicodeDecodeError):
-            raise malformed(self.slug, f"not JSON: {self.scrub(resp.text[:80])!r}") from None
+            raise malformed(self.slug, f"not JSON: {self.scrub(resp.text, 80)!r}") from None
 
     def options_for(self, options: dict[str, Any]) -> dict[str, Any]:
         for k in options:
@@ -253,8 +253,8 @@ class OpenAICompatibleProvider(HTTPProvider):
             fields["prompt"] = req.prompt
         if req.temperature is not None and caps.temperature:
             fields["temperature"] = form_value(req.temperature)
-        if fmt == "verbose_json" and req.want_words and caps.word_timestamps:
-            fields[self.granularity_field] = ["word", "segment"]
+        if fmt == "verbose_json" and req.want_words and caps.word_timestamps and req.task == "transcribe":
+            fields[self.granularity_field] = ["word", "segment"]  # (/audio/translations refuses the field)
         for k, v in self.options_for(options).items():
             fields[k] = form_value(v)
         return fields
@@ -303,6 +303,6 @@ class OpenAICompatibleProvider(HTTPProvider):
                 raise self.transport_error(e) from None
             finally:
                 await resp.aclose()
-            raise malformed(self.slug, f"expected audio, got {ctype or 'no content type'}: {self.scrub(text[:120])!r}")
+            raise malformed(self.slug, f"expected audio, got {ctype or 'no content type'}: {self.scrub(text, 120)!r}")
         chunks = self.drain(resp, empty_error=malformed(self.slug, "empty audio body"))
         return SpeechStream(chunks, fmt, pcm_rate(ctype, self.speech_pcm_rate))

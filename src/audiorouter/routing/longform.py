@@ -32,7 +32,7 @@ import numpy as np
 
 from ..audio.chunking import (WAV_BYTES_PER_SECOND, Chunk, PcmSpool, decode_to_spool, plan_chunks,
                               probe_duration, s16_to_float)
-from ..audio.decode import wav_layout
+from ..audio.decode import MAX_SECONDS, AudioTooLong, wav_layout
 from ..audio.sniff import agrees
 from ..cache import OFF, REFRESH, USE, TranscriptCache, audio_digest, cache_key
 from ..core.errors import GatewayError, Overloaded, UpstreamError
@@ -334,26 +334,31 @@ class TranscriptionJob:
         else:
             est = await asyncio.to_thread(probe_duration, audio.data, audio.declared_format)
         if est is not None and est <= limit * 0.9:
-            prepared, headers = await prepare_audio(audio, self.field)
-            self.headers.update(headers)
-            if prepared.duration <= limit:
+            # The header's estimate is only a hint: the in-memory decode stops the moment it passes the chunk
+            # limit (float32 held: at most `limit` seconds), and audio that turns out longer than its header
+            # said is decoded again onto the spool below, like any long file.
+            bound = None if math.isinf(limit) else limit
+            try:
+                prepared, headers = await prepare_audio(audio, self.field, max_seconds=bound)
+            except AudioTooLong:
+                if bound is None or bound >= MAX_SECONDS:
+                    raise  # this bound was the server's own limit
+            else:
+                self.headers.update(headers)
                 self.prepared, self.duration = prepared, prepared.duration
                 return
-            spool = await asyncio.to_thread(PcmSpool.from_samples, prepared.samples, tmp)
-            del prepared
-        else:
-            spool, fmt = await asyncio.to_thread(decode_to_spool, audio.data, audio.declared_format,
-                                                 field=self.field, directory=tmp)
-            audio.detected_format = fmt
-            self.headers["X-Audio-Format-Detected"] = fmt
-            if audio.declared_format and not agrees(audio.declared_format, fmt):
-                self.headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as {fmt}"
-            if spool.duration <= limit:
-                samples = await asyncio.to_thread(spool.read_float, 0, spool.n_samples)
-                self.prepared = PreparedAudio(audio.data, fmt, samples, round(spool.duration, 3))
-                self.duration = spool.duration
-                spool.close()
-                return
+        spool, fmt = await asyncio.to_thread(decode_to_spool, audio.data, audio.declared_format,
+                                             field=self.field, directory=tmp)
+        audio.detected_format = fmt
+        self.headers["X-Audio-Format-Detected"] = fmt
+        if audio.declared_format and not agrees(audio.declared_format, fmt):
+            self.headers["X-Audio-Format-Mismatch"] = f"declared {audio.declared_format}, decoded as {fmt}"
+        if spool.duration <= limit:
+            samples = await asyncio.to_thread(spool.read_float, 0, spool.n_samples)
+            self.prepared = PreparedAudio(audio.data, fmt, samples, round(spool.duration, 3))
+            self.duration = spool.duration
+            spool.close()
+            return
         self.spool, self.duration = spool, spool.duration
         self.chunks = await asyncio.to_thread(plan_chunks, spool, limit)
         self.headers["X-Chunks"] = str(len(self.chunks))

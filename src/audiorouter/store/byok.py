@@ -11,17 +11,10 @@ from sqlalchemy import delete, func, select, update
 from .cache import TTLCache
 from .crypto import Vault
 from .db import Database
-from .keys import iso
+from .keys import iso, mask
 from .models import ByokKey, utcnow
 
 log = logging.getLogger("audiorouter.byok")
-
-
-def mask(secret: str) -> str:
-    s = secret.strip()
-    if len(s) <= 8:
-        return "*" * len(s)
-    return f"{s[:4]}...{s[-4:]}"
 
 
 class ByokStore:
@@ -46,6 +39,22 @@ class ByokStore:
                           sort_order=int(order or 0), created_at=now, updated_at=None)
             s.add(row)
         return row
+
+    async def relabel(self) -> int:
+        """Give every stored key the label mask() gives it now (labels of keys stored by older versions
+        showed their first 4 characters too). Keys that cannot be decrypted keep theirs."""
+        async with self.db.sessions() as s:
+            rows = list((await s.execute(select(ByokKey.id, ByokKey.label, ByokKey.encrypted_key))).all())
+        stale = {}
+        for byok_id, label, encrypted in rows:
+            plain = self.vault.decrypt(encrypted)
+            if plain is not None and label != mask(plain):
+                stale[byok_id] = mask(plain)
+        if stale:
+            async with self.db.changing("byok") as s:
+                for byok_id, label in stale.items():
+                    await s.execute(update(ByokKey).where(ByokKey.id == byok_id).values(label=label))
+        return len(stale)
 
     async def list(self, *, offset: int, limit: int, provider: str | None) -> tuple[list[ByokKey], int]:
         q = select(ByokKey)

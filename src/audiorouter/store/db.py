@@ -67,12 +67,15 @@ def safe_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, busy_timeout_s: float = 5.0):
         self.url = url
         self.dialect = make_url(url).get_backend_name()
+        # SQLite: how long a writer waits for another process' write lock before its statement fails
+        # (the request then answers 503 with Retry-After) - AUDIOROUTER_DB_BUSY_TIMEOUT_S
+        self.busy_timeout_s = max(0.0, float(busy_timeout_s))
         kw: dict[str, Any] = {}
         if self.is_sqlite:  # a file: no connection to go stale, so no ping before each use
-            kw["connect_args"] = {"timeout": 30}
+            kw["connect_args"] = {"timeout": self.busy_timeout_s}
         else:
             kw.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kw)
@@ -80,8 +83,8 @@ class Database:
             # reads: deferred transactions (WAL readers never wait); writes: BEGIN IMMEDIATE, so writers
             # queue on the busy timeout instead of failing when they upgrade a read lock
             self.write_engine: AsyncEngine = create_async_engine(url, **kw)
-            self._tune_sqlite(self.engine, "BEGIN")
-            self._tune_sqlite(self.write_engine, "BEGIN IMMEDIATE")
+            self._tune_sqlite(self.engine, "BEGIN", self.busy_timeout_s)
+            self._tune_sqlite(self.write_engine, "BEGIN IMMEDIATE", self.busy_timeout_s)
         else:
             self.write_engine = self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -102,7 +105,7 @@ class Database:
         return self.dialect == "sqlite"
 
     @staticmethod
-    def _tune_sqlite(engine: AsyncEngine | Engine, begin: str) -> None:
+    def _tune_sqlite(engine: AsyncEngine | Engine, begin: str, busy_timeout_s: float) -> None:
         engine = getattr(engine, "sync_engine", engine)
 
         @event.listens_for(engine, "connect")
@@ -111,7 +114,7 @@ class Database:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -126,8 +129,9 @@ class Database:
         if self.is_sqlite:
             if self._batch_engine is None:
                 self._batch_engine = create_engine(make_url(self.url).set(drivername="sqlite"),
-                                                   connect_args={"timeout": 30, "check_same_thread": False})
-                self._tune_sqlite(self._batch_engine, "BEGIN IMMEDIATE")
+                                                   connect_args={"timeout": self.busy_timeout_s,
+                                                                 "check_same_thread": False})
+                self._tune_sqlite(self._batch_engine, "BEGIN IMMEDIATE", self.busy_timeout_s)
                 self._batch_thread = ThreadPoolExecutor(1, thread_name_prefix="audiorouter-ledger")
             return await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._transact, fn, args)
         if self._batch_conn is None:

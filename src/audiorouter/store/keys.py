@@ -1,5 +1,7 @@
 """API keys: minted with 256 bits of entropy, shown once, stored as their SHA-256 (the `hash` of the keys
-API), compared in constant time. Limits reset daily / weekly (Monday) / monthly at 00:00 UTC."""
+API), compared in constant time. A key someone chose (AUDIOROUTER_MANAGEMENT_KEY) must be as hard to guess:
+at least 32 characters and ~80 bits as zxcvbn estimates them. Labels show at most the last 4 characters of a
+key that is not one of ours. Limits reset daily / weekly (Monday) / monthly at 00:00 UTC."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +20,8 @@ from .db import Database
 from .models import ApiKey, Generation, Meta, to_nano, to_usd, utcnow
 
 KEY_PREFIX = "sk-ar-v1-"
+MIN_SECRET_CHARS = 32
+MIN_SECRET_GUESSES_LOG10 = 24  # ~80 bits: what zxcvbn estimates for 32 random hex digits is >= 29
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LIMIT_RESETS = ("daily", "weekly", "monthly")
 
@@ -30,8 +34,41 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+class WeakSecret(ValueError):
+    """A key someone chose is too short or too predictable to guard the gateway."""
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why `secret` is too weak to be an API key (None: strong enough). Says nothing of its content."""
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"is shorter than {MIN_SECRET_CHARS} characters"
+    from zxcvbn import zxcvbn  # only when a key is chosen (start-up), not on the request path
+    if zxcvbn(secret[:128], max_length=128)["guesses_log10"] < MIN_SECRET_GUESSES_LOG10:
+        return ("is too predictable (repeated, sequential or dictionary text); use a random one, e.g. "
+                "`openssl rand -hex 32`")
+    return None
+
+
+def check_secret(secret: str, name: str) -> None:
+    """Raise WeakSecret naming `name` (the setting or field) when `secret` is too weak."""
+    why = weak_secret(secret)
+    if why is not None:
+        raise WeakSecret(f"{name} {why}")
+
+
+def mask(secret: str) -> str:
+    """What may be shown of a secret: its last 4 characters when it is long enough (20+) that they give
+    little away, else nothing."""
+    s = secret.strip()
+    return f"...{s[-4:]}" if len(s) >= 20 else "***"
+
+
 def label_of(secret: str) -> str:
-    return f"{secret[:len(KEY_PREFIX) + 3]}...{secret[-3:]}"
+    """A key's label: one of ours (prefix and 64 random hex digits) shows 3 + 3 of them (24 of 256 bits);
+    any other key only what mask() shows."""
+    if secret.startswith(KEY_PREFIX) and len(secret) == len(KEY_PREFIX) + 64:
+        return f"{secret[:len(KEY_PREFIX) + 3]}...{secret[-3:]}"
+    return mask(secret)
 
 
 def same_hash(a: str, b: str) -> bool:
@@ -179,6 +216,8 @@ class KeyStore:
                      include_byok_in_limit: bool = False, rate_limit_rpm: int | None = None,
                      max_concurrency: int | None = None, source: str = "api",
                      secret: str | None = None) -> tuple[ApiKey, str]:
+        if secret is not None:
+            check_secret(secret, "key")
         secret = secret or new_secret()
         now = utcnow()
         row = ApiKey(hash=hash_secret(secret), name=name, label=label_of(secret), is_management=is_management,
@@ -193,11 +232,23 @@ class KeyStore:
         return row, secret
 
     async def ensure_bootstrap(self, secret: str) -> None:
-        """Register the management key given in AUDIOROUTER_MANAGEMENT_KEY (idempotent across replicas)."""
+        """Register the management key given in AUDIOROUTER_MANAGEMENT_KEY (idempotent across replicas).
+        Raises WeakSecret when it is too short or predictable, after disabling it if an older version
+        registered it."""
         h = hash_secret(secret)
+        why = weak_secret(secret)
+        if why is not None:
+            async with self.db.changing(f"key:{h}") as s:
+                res = await s.execute(update(ApiKey).where(ApiKey.hash == h, ApiKey.disabled.is_(False))
+                                      .values(disabled=True, updated_at=utcnow()))
+            raise WeakSecret(f"AUDIOROUTER_MANAGEMENT_KEY {why}"
+                             + ("; registered by an earlier start, it is now disabled" if res.rowcount else ""))
         try:
             async with self.db.changing(f"key:{h}") as s:
-                if await s.get(ApiKey, h) is None:
+                row = await s.get(ApiKey, h)
+                if row is not None and row.label != label_of(secret):
+                    row.label = label_of(secret)  # registered when labels showed more of it
+                if row is None:
                     now = utcnow()
                     s.add(ApiKey(hash=h, name="management (AUDIOROUTER_MANAGEMENT_KEY)", label=label_of(secret),
                                  is_management=True, disabled=False, limit_nano=None, limit_reset=None,
@@ -269,9 +320,11 @@ def window_usage_nano(row: ApiKey, now: datetime | None = None) -> int:
 
 
 def limit_remaining(row: ApiKey) -> float | None:
+    """What a new request may still reserve: the limit less this window's settled usage and the estimates
+    of requests in flight (the same sum the ledger's reservation checks)."""
     if row.limit_nano is None:
         return None
-    return to_usd(max(0, row.limit_nano - window_usage_nano(row)))
+    return to_usd(max(0, row.limit_nano - window_usage_nano(row) - row.reserved_nano))
 
 
 def key_data(row: ApiKey, usage: dict[str, float] | None = None) -> dict[str, Any]:

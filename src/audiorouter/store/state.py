@@ -10,7 +10,7 @@ from typing import Any
 from .byok import ByokStore
 from .crypto import Vault, load_secret
 from .db import Database, StoreConfigError, database_url, safe_url
-from .keys import KeyStore
+from .keys import KeyStore, WeakSecret
 from .ledger import Ledger
 from .limits import Limits, MemoryLimits, RedisLimits
 
@@ -18,15 +18,20 @@ log = logging.getLogger("audiorouter.store")
 
 
 def is_loopback(host: str | None) -> bool:
-    if not host:
-        return True
-    h = host.strip("[]")
-    if h == "localhost":
+    """Whether binding `host` serves this machine only. Everything else counts as public: the empty host and
+    every other spelling of "all interfaces" ("0.0.0.0", "::", "[::]", "*"), any name but localhost, any
+    address that is not loopback."""
+    h = (host or "").strip().strip("[]")
+    if h.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(h).is_loopback
     except ValueError:
         return False
+
+
+def bind_name(host: str | None) -> str:
+    return host if host and host.strip() else "'' (every interface)"
 
 
 class Store:
@@ -39,7 +44,7 @@ class Store:
             self.url = "sqlite+aiosqlite://"
         else:
             self.config_error = None
-        self.db = Database(self.url)
+        self.db = Database(self.url, busy_timeout_s=settings.db_busy_timeout_s)
         self.ledger = Ledger(self.db, settings.reservation_ttl_s, settings.ledger_linger_ms / 1000)
         self.keys = KeyStore(self.db, ttl_s=settings.key_cache_ttl_s, flush=self.ledger.flush)
         self.vault = Vault(None)
@@ -59,7 +64,15 @@ class Store:
                                        f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
         self.vault.fernet = load_secret(s, may_create=self.db.is_sqlite)
         if s.management_key is not None and s.management_key.get_secret_value().strip():
-            await self.keys.ensure_bootstrap(s.management_key.get_secret_value().strip())
+            try:
+                await self.keys.ensure_bootstrap(s.management_key.get_secret_value().strip())
+            except WeakSecret as e:
+                raise StoreConfigError(f"{e}; it guards every key and the whole gateway") from None
+        if self.vault.fernet is not None:
+            try:
+                await self.byok.relabel()
+            except Exception as e:  # a hiccup here must not stop the start; the next start retries
+                log.warning("could not relabel stored provider keys: %s", type(e).__name__)
         if s.redis_url:
             limits = RedisLimits(s.redis_url, s.redis_prefix)
             try:
@@ -87,7 +100,7 @@ class Store:
         if is_loopback(s.host) or s.insecure_no_auth or await self.auth_required():
             return
         raise StoreConfigError(
-            f"refusing to serve {s.host} without authentication: create a key (`audiorouter keys create "
+            f"refusing to serve {bind_name(s.host)} without authentication: create a key (`audiorouter keys create "
             "--management`), set AUDIOROUTER_MANAGEMENT_KEY or AUDIOROUTER_REQUIRE_AUTH=true, or pass "
             "--insecure-no-auth (AUDIOROUTER_INSECURE_NO_AUTH=true) to serve without keys")
 

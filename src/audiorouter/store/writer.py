@@ -9,8 +9,10 @@ window (docs/deployment.md).
 Failures lose nothing silently: a transient error (connection, lock, timeout) is retried with backoff,
 with the operations waiting; an error that would repeat (a row the database refuses) makes the batch
 written one generation at a time, and only the refused generation's operations are dropped, with an error
-in the log (no values: they may carry user data). A waiting caller gets the error at once instead. At most
-`max_pending` operations queue; `put` then waits for room (back-pressure)."""
+in the log (no values: they may carry user data). A waiting caller gets the error at once instead, also
+one whose operation is queued behind a failing batch (its request answers 503 rather than waiting out the
+outage; the operation is dropped unwritten). At most `max_pending` operations queue; `put` then waits for
+room (back-pressure)."""
 from __future__ import annotations
 
 import asyncio
@@ -104,6 +106,13 @@ class GroupCommit:
                 await self._task
             self._task = None
 
+    def _refuse_waiting(self, e: BaseException) -> None:
+        """The database fails: callers waiting on operations queued behind the failing batch get the error now,
+        not after the outage (their operations stay queued, and are dropped unwritten when their turn comes)."""
+        for op in self._ops:
+            if op.future is not None and not op.future.done():
+                op.future.set_exception(e)
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
@@ -123,6 +132,7 @@ class GroupCommit:
                     self._cond.notify_all()
 
     async def _commit(self, ops: list[Op]) -> None:
+        ops = [op for op in ops if op.future is None or not op.future.done()]  # refused while queued
         delay = self.retry_delay_s
         while ops:
             try:
@@ -135,6 +145,7 @@ class GroupCommit:
                 if not ops:
                     return
                 if transient(e):
+                    self._refuse_waiting(e)
                     log.warning("ledger write of %d operation(s) failed (%s); retrying in %.2f s", len(ops),
                                 type(e).__name__, delay)
                     await asyncio.sleep(delay)
