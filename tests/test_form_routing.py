@@ -27,8 +27,8 @@ DIALECTS = ["/v1", "/api/v1"]
 
 @pytest.fixture(scope="module")
 def fakes():
-    f = {"alpha": OpenAIFake("sk-alpha").start(), "beta": OpenAIFake("sk-beta").start(),
-         "gamma": GroqFake("gsk-gamma").start()}
+    f = {"alpha": OpenAIFake("sk-alpha-4f1c9e27").start(), "beta": OpenAIFake("sk-beta-0b8d63a5").start(),
+         "gamma": GroqFake("gsk-gamma-c27e904b").start()}
     yield f
     for x in f.values():
         x.stop()

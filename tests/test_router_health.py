@@ -20,7 +20,7 @@ STT = {"upstream_model": "whisper-1", "pricing": {"per_second": 0.0001}}
 
 @pytest.fixture(scope="module")
 def fakes():
-    f = {"alpha": OpenAIFake("sk-alpha").start(), "beta": OpenAIFake("sk-beta").start()}
+    f = {"alpha": OpenAIFake("sk-alpha-4f1c9e27").start(), "beta": OpenAIFake("sk-beta-0b8d63a5").start()}
     yield f
     for x in f.values():
         x.stop()
@@ -30,8 +30,8 @@ def fakes():
 def gw(fakes, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("router-health")
     providers = {
-        "alpha": {"name": "Alpha", "adapter": "openai", "base_url": fakes["alpha"].base_url, "api_key": "sk-alpha"},
-        "beta": {"name": "Beta", "adapter": "openai", "base_url": fakes["beta"].base_url, "api_key": "sk-beta"},
+        "alpha": {"name": "Alpha", "adapter": "openai", "base_url": fakes["alpha"].base_url, "api_key": "sk-alpha-4f1c9e27"},
+        "beta": {"name": "Beta", "adapter": "openai", "base_url": fakes["beta"].base_url, "api_key": "sk-beta-0b8d63a5"},
         # alpha's API with a key it no longer accepts (revoked, mistyped)
         "stale": {"name": "Stale", "adapter": "openai", "base_url": fakes["alpha"].base_url, "api_key": "sk-revoked"},
     }

@@ -19,8 +19,10 @@ JFK = DEV_AUDIO / "jfk_inaugural_excerpt.flac"  # 11.0 s
 
 @pytest.fixture(scope="module")
 def fakes():
-    f = {"alpha": OpenAIFake("sk-alpha").start(), "beta": OpenAIFake("sk-beta").start(),
-         "gamma": GroqFake("gsk-gamma").start()}
+    # Keys end in random hex as real ones do: the scrubber removes a key's tail at the start of upstream text,
+    # so a key ending in its provider's name would scrub "alpha is down" into "*** is down".
+    f = {"alpha": OpenAIFake("sk-alpha-4f1c9e27").start(), "beta": OpenAIFake("sk-beta-0b8d63a5").start(),
+         "gamma": GroqFake("gsk-gamma-c27e904b").start()}
     yield f
     for x in f.values():
         x.stop()
@@ -28,9 +30,9 @@ def fakes():
 
 def catalog(fakes, path, alpha_timeout: float | None = None):
     providers = {
-        "alpha": {"name": "Alpha", "adapter": "openai", "base_url": fakes["alpha"].base_url, "api_key": "sk-alpha"},
-        "beta": {"name": "Beta", "adapter": "openai", "base_url": fakes["beta"].base_url, "api_key": "sk-beta"},
-        "gamma": {"name": "Gamma", "adapter": "groq", "base_url": fakes["gamma"].base_url, "api_key": "gsk-gamma"},
+        "alpha": {"name": "Alpha", "adapter": "openai", "base_url": fakes["alpha"].base_url, "api_key": "sk-alpha-4f1c9e27"},
+        "beta": {"name": "Beta", "adapter": "openai", "base_url": fakes["beta"].base_url, "api_key": "sk-beta-0b8d63a5"},
+        "gamma": {"name": "Gamma", "adapter": "groq", "base_url": fakes["gamma"].base_url, "api_key": "gsk-gamma-c27e904b"},
     }
     if alpha_timeout:
         providers["alpha"]["timeout_s"] = alpha_timeout

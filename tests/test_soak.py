@@ -79,7 +79,7 @@ class Soak:
     lock: threading.Lock = field(default_factory=threading.Lock)
     recent_ids: list[str] = field(default_factory=list)
     key_hashes: list[str] = field(default_factory=list)
-    db_locks: list[tuple[float, float]] = field(default_factory=list)
+    db_faults: list[tuple[float, float]] = field(default_factory=list)
     tags: int = 0
 
     def tag(self) -> str:
@@ -372,7 +372,7 @@ def inject_faults(fakes: dict, db: SqliteFaults | PostgresFaults, soak: Soak, st
         if time.monotonic() >= next_lock:
             window = db.inject(rng, counts)
             if window is not None:
-                soak.db_locks.append(window)
+                soak.db_faults.append(window)
             next_lock = time.monotonic() + 6 + rng.random() * 4
 
 
@@ -426,19 +426,19 @@ def logged_errors(log: str) -> Counter:
 
 
 def judge(soak: Soak, seen: dict[str, list[str | None]], rows: dict[str, tuple[str, int | None, str | None]],
-          locked: list[tuple[float, float]]) -> dict:
+          db_faults: list[tuple[float, float]]) -> dict:
     problems: list[str] = []
     status_counts: Counter = Counter()
     n5xx = unexpected = intended = 0
     missing = wrong = 0
     answered_ids: set[str] = set()
 
-    def during_lock(o: Outcome) -> bool:
-        return any(a - 1 <= o.t1 and o.t0 <= b + 1 for a, b in locked)
+    def during_db_fault(o: Outcome) -> bool:
+        return any(a - 1 <= o.t1 and o.t0 <= b + 1 for a, b in db_faults)
 
     for o in soak.outcomes:
         if o.kind == "lookup_miss":  # (the lookup itself is counted as such)
-            if not (o.status == 503 and during_lock(o)):
+            if not (o.status == 503 and during_db_fault(o)):
                 problems.append(f"a generation that was served is not found: {o.status} {o.note}")
             continue
         status_counts[str(o.status)] += 1
@@ -449,7 +449,7 @@ def judge(soak: Soak, seen: dict[str, list[str | None]], rows: dict[str, tuple[s
             n5xx += 1
             if o.status in INTENDED_5XX and o.audio and faulted:
                 intended += 1
-            elif o.status == 503 and during_lock(o):  # the store was locked or its connections killed
+            elif o.status == 503 and during_db_fault(o):  # the store was locked or its connections killed
                 intended += 1
             else:
                 unexpected += 1
@@ -595,7 +595,7 @@ def test_soak(tmp_path, database):
             f.stop()
     violations = {n: f.violations[:5] for n, f in fakes.items() if f.violations}
     rows = {g: (s, e, t) for g, s, e, t in db.rows()}
-    verdict = judge(soak, seen, rows, soak.db_locks)
+    verdict = judge(soak, seen, rows, soak.db_faults)
     log = gw.log_path.read_text(errors="replace")
     unhandled = logged_errors(log)
     # after the answer started, a stream the upstream cut can only be aborted: not a 500, and expected here

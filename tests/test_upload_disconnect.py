@@ -14,12 +14,14 @@ import pytest
 
 from conftest import ServerProcess
 
+AUDIO_JSON = b'{"model": "local/whisper-base", "input_audio": {"format": "wav", "data": "' + b"A" * 4000
+SPEECH_JSON = b'{"model": "local/hibari", "voice": "heart", "input": "' + b"word " * 800
 BODY_START = {
-    "/api/v1/audio/transcriptions": b'{"model": "local/whisper-base", "input_audio": {"format": "wav", "data": "' + b"A" * 4000,
-    "/v1/audio/transcriptions": b'{"model": "local/whisper-base", "input_audio": {"format": "wav", "data": "' + b"A" * 4000,
-    "/v1/audio/translations": b'{"model": "local/whisper-base", "input_audio": {"format": "wav", "data": "' + b"A" * 4000,
-    "/api/v1/audio/speech": b'{"model": "local/hibari", "voice": "heart", "input": "' + b"word " * 800,
-    "/v1/audio/speech": b'{"model": "local/hibari", "voice": "heart", "input": "' + b"word " * 800,
+    "/api/v1/audio/transcriptions": AUDIO_JSON,
+    "/v1/audio/transcriptions": AUDIO_JSON,
+    "/v1/audio/translations": AUDIO_JSON,
+    "/api/v1/audio/speech": SPEECH_JSON,
+    "/v1/audio/speech": SPEECH_JSON,
     "/api/v1/keys": b'{"name": "' + b"n" * 4000,
 }
 BOUNDARY = "xYzDisconnect"

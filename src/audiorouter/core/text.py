@@ -23,22 +23,27 @@ def pack(units: Iterable[str], limit: int) -> list[str]:
 MIN_SECRET_CHARS = 4  # shorter values are not scrubbed (they would mangle ordinary words), nor shorter fragments
 
 
-def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
+def redact(text: str, secrets: Iterable[str | None], limit: int | None = None, *, edges: bool = True) -> str:
     """`text` with every secret (of MIN_SECRET_CHARS or more) replaced by ***, then cut to `limit`
     characters. Also replaced: a fragment of a secret that someone else's cut left at either end of the text
     (the text ends with the secret's first 4+ characters, or begins with its last 4+). The cut happens after
-    the scrub, and the end is checked again after it, so no cut ever leaves part of a secret behind."""
+    the scrub, and the end is checked again after it, so no cut ever leaves part of a secret behind.
+    `edges=False` skips the fragment check at the ends, for text whose ends are our own words (a message we
+    composed around upstream text that was already redacted): a provider named like the tail of its key
+    must not turn into ***."""
     keep = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
-    text = _redact(text, keep)
+    text = _redact(text, keep, edges)
     if limit is not None and len(text) > limit:
-        text = _redact(text[:limit], keep)
+        text = _redact(text[:limit], keep, True)
     return text
 
 
-def _redact(text: str, secrets: list[str]) -> str:
+def _redact(text: str, secrets: list[str], edges: bool) -> str:
     for s in secrets:
         if s in text:
             text = text.replace(s, "***")
+        if not edges:
+            continue
         for n in range(min(len(s) - 1, len(text)), MIN_SECRET_CHARS - 1, -1):
             if text.endswith(s[:n]):
                 text = text[:-n] + "***"

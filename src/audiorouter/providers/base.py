@@ -88,14 +88,16 @@ class ProviderAdapter:
         key, plus whatever other credential an adapter sends (override to add it)."""
         return [self.api_key]
 
-    def scrub(self, text: str, limit: int | None = None) -> str:
+    def scrub(self, text: str, limit: int | None = None, *, edges: bool = True) -> str:
         """`text` with every secret, and any fragment of one a cut left at either end, replaced by ***,
         then cut to `limit` characters (core.text.redact). Upstreams sometimes echo the key they were
         given in their error text; cut such text only through here, never before."""
-        return redact(text, self.secrets(), limit)
+        return redact(text, self.secrets(), limit, edges=edges)
 
     def scrubbed(self, e: GatewayError) -> GatewayError:
-        e.message = self.scrub(e.message)
+        """`e` with every whole secret removed from its message. The message is ours around upstream text
+        that upstream_message already redacted at its cut, so its ends are not checked for fragments."""
+        e.message = self.scrub(e.message, edges=False)
         e.args = (e.message,)
         return e
 

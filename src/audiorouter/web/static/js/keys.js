@@ -57,6 +57,7 @@ async function loadProviders() {
 function forgetSecret() {
   secret = "";
   $("key-secret-value").textContent = "";
+  $("key-secret-note").textContent = "";
   $("key-secret").hidden = true;
 }
 
@@ -73,7 +74,11 @@ async function create() {
   $("key-secret").hidden = false;
   $("key-form").reset();
   $("key-secret-copy").focus();
-  await refresh().catch(showError); // creating the first key turns auth on: the list may now need this key
+  $("key-secret-note").textContent = "";
+  await refresh().catch((e) => { // creating the first key turns authentication on: this tab now needs a key
+    if (e.status !== 401) throw e;
+    $("key-secret-note").textContent = "Authentication is now on: this tab needs a management key to go on managing keys.";
+  });
 }
 
 async function keyAction(act, hash, name) {
