@@ -88,6 +88,24 @@ def test_activity_aggregates_per_day_and_model(gw):
     assert gw.client.get("/api/v1/activity?api_key_hash=" + "0" * 64, headers=gw.auth(key)).status_code == 403
 
 
+def test_recent_generations_newest_first_and_scoped_to_the_key(gw):
+    """GET /api/v1/generations (the web app's Activity list): newest first, a regular key sees only its own,
+    a management key everyone's; a bad limit is a 400 naming it."""
+    key, _ = gw.create_key(limit=1)
+    other, _ = gw.create_key(limit=1)
+    ids = [gw.speak(key, t).headers["x-generation-id"] for t in ("First.", "Second.")]
+    mine_other = gw.speak(other, "Someone else.").headers["x-generation-id"]
+    r = gw.client.get("/api/v1/generations?limit=5", headers=gw.auth(key))
+    assert r.status_code == 200, r.text
+    assert [g["id"] for g in r.json()["data"]] == ids[::-1]
+    everyone = [g["id"] for g in gw.client.get("/api/v1/generations?limit=100", headers=gw.auth()).json()["data"]]
+    assert {*ids, mine_other} <= set(everyone) and everyone.index(mine_other) < everyone.index(ids[0])
+    assert len(gw.client.get("/api/v1/generations?limit=1", headers=gw.auth(key)).json()["data"]) == 1
+    for bad in ("0", "101", "x", "\u00b2"):
+        r = gw.client.get("/api/v1/generations", params={"limit": bad}, headers=gw.auth(key))
+        assert r.status_code == 400 and "limit" in r.json()["error"]["message"], (bad, r.text)
+
+
 def test_rows_and_usage_are_readable_right_after_the_answer(gw):
     """The ledger writes behind the request (group commit), but a read flushes what this process queued."""
     key, _ = gw.create_key(limit=1)

@@ -28,6 +28,13 @@ from wer import normalize, wer
 CHUNK_SECONDS = 20  # deliberately small: a 4+ minute file becomes 12+ chunks
 GAP_S = 0.6
 MIN_TOTAL_S = 245.0
+# Chunked minus clip-by-clip pooled WER is not zero: a chunk gives Whisper other context than a lone clip, and
+# CTranslate2's CPU kernels (DNNL AVX-512 or AVX2, MKL; picked by the CPU) change which words that flips.
+# Measured on these files (issue 11, CT2_USE_MKL / ONEDNN_MAX_CPU_ISA): +0.5 to +1.1 points on the 20 s
+# chunk file (559 words), +0.5 (AVX-512) and +2.0 (AVX2) on the LibriSpeech upload (~650 words). 3 points is
+# above that spread; losing speech costs more (issue 11: +4.8 points), and the per-utterance check of
+# test_long_upload_loses_no_utterance catches a lost sentence whatever the pooled figure.
+CHUNKED_WER_MARGIN = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +123,7 @@ def test_chunked_wer_matches_clip_by_clip(client, long_file, clips):
         hyps.append(rc.json()["text"])
     one_by_one = wer(long_file["refs"], hyps)
     print(f"pooled WER: chunked {chunked.wer:.4f}, clip by clip {one_by_one.wer:.4f}")
-    assert chunked.wer <= one_by_one.wer + 0.01, (chunked, one_by_one)
+    assert chunked.wer <= one_by_one.wer + CHUNKED_WER_MARGIN, (chunked, one_by_one)
 
 
 def test_chunked_timestamps_words_and_segments(client, long_file):
@@ -192,12 +199,6 @@ def test_chunked_multipart_text_with_openai_sdk(gw, long_file):
 
 # ---- no speech lost: LibriSpeech read one after another, as one upload, at the default chunk size ---------
 UTTERANCE_GAP_S = 0.5
-# Measured (issue 11), chunked minus clip-by-clip pooled WER on LibriSpeech concatenations, over CTranslate2's
-# CPU back-ends (DNNL AVX-512, DNNL AVX2, MKL): +0.5 to +1.1 points before the tail fix, as a few words made
-# up or changed where a chunk or a window ends. 2 points over ~650 words (13 words) is above that spread and
-# far below what a lost stretch costs (one lost sentence: 20-40 words); the per-utterance check below is
-# what catches a loss whatever the pooled figure.
-CHUNKED_WER_MARGIN = 0.02
 MIN_UTTERANCE_RECALL = 0.5
 
 

@@ -326,6 +326,7 @@ def test_form_fields_reads_the_sdk_notation():
     ([("provider", '{"order": ["b"]}')], {"provider": '{"order": ["b"]}'}),       # read by parse_provider
     ([("a[][x]", "1"), ("a[][x]", "2")], {"a": [{"x": "1"}, {"x": "2"}]}),
     ([("timestamp_granularities[]", "word")], {"timestamp_granularities": ["word"]}),
+    ([("a[²]", "x"), ("a[１]", "y")], {"a": {"²": "x", "１": "y"}}),  # only ASCII digits index (int('²') raised: 500)
 ])
 def test_form_fields_values(items, expected):
     assert parsing.form_fields(items) == expected
@@ -339,11 +340,19 @@ def test_form_fields_values(items, expected):
     ([("[x]", "a")], "[x]", "'[x]': malformed field name"),
     ([("a]", "a")], "a]", "'a]': malformed field name"),
     ([("a" + "[b]" * 7, "1")], "a", "a: nested more than 6 levels deep"),
+    ([("models[" + "9" * 5000 + "]", "a")], "models[999999999999]", "models[999999999999]: list indices"),
 ])
 def test_form_fields_errors(items, param, message):
     with pytest.raises(GatewayError) as e:
         parsing.form_fields(items)
     assert (e.value.status, e.value.param) == (400, param) and e.value.message.startswith(message), e.value.message
+
+
+def test_a_non_ascii_digit_index_is_a_400_naming_the_field():
+    body = form([field("model", "m"), file(WAV), field("models[²]", "m1")])
+    with pytest.raises(GatewayError) as e:
+        asyncio.run(parsing.transcription_from_form(_request(body, CT, 1 << 30), "transcribe", LIMIT))
+    assert (e.value.status, e.value.param) == (400, "models"), e.value.message
 
 
 def test_nested_fields_reach_the_request():

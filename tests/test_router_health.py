@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conftest import DEV_AUDIO, ServerProcess
-from fakes.harness import b64, gateway_env, parse_attempts, write_catalog
+from fakes.harness import api_client, b64, gateway_env, parse_attempts, write_catalog
 from fakes.openai_fake import OpenAIFake
 
 JFK = DEV_AUDIO / "jfk_inaugural_excerpt.flac"  # 11.0 s
@@ -56,12 +56,7 @@ def gw(fakes, tmp_path_factory):
 
 @pytest.fixture
 def api(gw, fakes):
-    for f in fakes.values():
-        f.clear()
-    with httpx.Client(base_url=gw.url, timeout=60) as c:
-        yield c
-    for name, f in fakes.items():
-        assert not f.violations, f"{name}: {f.violations}"
+    yield from api_client(gw, *fakes.values(), timeout=60)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -192,6 +193,21 @@ def test_with_keys_the_host_is_not_what_protects(tmp_path):
         s.stop()
 
 
+def test_a_store_failure_behind_the_host_check_is_a_503(tmp_path):
+    """The Host check asks the store whether any key exists; when the store cannot say, the answer is auth's
+    503 + Retry-After (as for a loopback Host), not a 500."""
+    s = ServerProcess(env=gateway_env(tmp_path, AUDIOROUTER_KEY_CACHE_TTL_S="0"), tmp=tmp_path).start()
+    try:
+        with sqlite3.connect(tmp_path / "data" / "audiorouter.db") as db:
+            db.execute("DROP TABLE ar_meta")  # what "is auth on?" reads first
+        for host in ("localhost", "evil.example"):
+            r = httpx.get(s.url + "/api/v1/key", headers={"Host": host}, timeout=30)
+            assert r.status_code == 503 and r.headers["retry-after"] == "2", (host, r.text)
+            assert r.json()["error"]["metadata"]["type"] == "store_unavailable"
+    finally:
+        s.stop()
+
+
 # ---- 4. slow clients and connection caps --------------------------------------------------------------------
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
@@ -267,6 +283,29 @@ def test_a_normal_keep_alive_connection_is_not_cut(tight_gw):
         for _ in range(3):
             assert c.get("/health").status_code == 200
             time.sleep(0.6)
+
+
+def test_websocket_upgrades_do_not_lock_an_address_out(tight_gw):
+    """An upgrade handed the connection to uvicorn's WebSocket protocol, and its per-client count was never given
+    back: 5 upgrade attempts (the cap here) and every later connection from the address got 429, for good.
+    There is no WebSocket route: the Upgrade header is ignored and the request served as plain HTTP."""
+    upgrade = (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    for _ in range(8):
+        with connect(tight_gw) as s:
+            s.sendall(upgrade)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            assert status_of(head) in (200, 403), head  # 403: the old WebSocket refusal
+    deadline = time.monotonic() + 10
+    while (status := httpx.get(tight_gw.url + "/health", timeout=10).status_code) != 200 \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)  # (closes still being noticed)
+    assert status == 200
 
 
 def refusals(socks: list[socket.socket], status: int) -> int:

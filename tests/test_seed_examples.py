@@ -24,10 +24,10 @@ from conftest import DEV_AUDIO, require_tools
 from wer import normalize, wer
 
 
-
 @pytest.fixture(autouse=True)
 def _shell_tools():
     require_tools("curl", "jq", "bash")  # to run the published shell examples; a failure under CI=true
+
 
 KEY = "sk-or-v1-test-key"
 

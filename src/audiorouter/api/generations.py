@@ -355,7 +355,7 @@ async def get_generation(request: Request) -> Response:
 async def recent_generations(request: Request) -> Response:
     """The newest generations first: a regular key's own, everyone's for a management key (or auth off)."""
     raw = request.query_params.get("limit") or "20"
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
         raise InvalidRequest(f"limit: expected an integer from 1 to 100, got {raw[:20]!r}", param="limit")
     p = principal(request)
     q = select(Generation).order_by(Generation.created_at.desc()).limit(int(raw))

@@ -8,8 +8,9 @@ routes, so it holds for every route, the audio ones included).
 * Cross-site requests: a request carrying an `Origin` that is neither this server's own (the Origin's host
   and port equal the Host header: a page served by this server, such as the playground) nor in
   AUDIOROUTER_CORS_ORIGINS gets 403, before anything runs, preflight or not. Browsers send Origin on every
-  cross-origin request and on every POST, so a form post or a no-cors `fetch` is refused too, not merely
-  unreadable. Allowed origins get CORS answers (preflight included) from Starlette's CORSMiddleware.
+  cross-origin `fetch`/XHR and on every POST, so a form post or a no-cors `fetch` is refused too, not merely
+  unreadable (an image or link GET carries none: no GET here changes anything, and its answer is
+  unreadable). Allowed origins get CORS answers (preflight included) from Starlette's CORSMiddleware.
 * JSON bodies: POST, PUT and PATCH under /api/ and /v1/ must say `Content-Type: application/json` (the audio
   transcription and translation routes also take `multipart/form-data`), else 415. `text/plain` and
   urlencoded forms are what a page may send cross-site without a preflight.
@@ -24,6 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.errors import Forbidden, GatewayError, InvalidRequest
+from .auth import store_error_response
 from .errors import error_response
 
 UPLOAD_SUFFIXES = ("/audio/transcriptions", "/audio/translations")  # routes that also take multipart uploads
@@ -102,12 +104,20 @@ class BrowserGuard:
             elif k == b"content-type":
                 ctype = v
         path = scope["path"]
-        if host is not None and not self.host_ok(host) and not await scope["app"].state.store.auth_required():
-            shown = host.decode("latin-1")[:100]
-            return await self.refuse(Forbidden(
-                f"Host: {shown!r} is not accepted while this server has no API keys (DNS rebinding protection): "
-                "use localhost or 127.0.0.1, create a key, or list the name in AUDIOROUTER_ALLOWED_HOSTS",
-                code="host_not_allowed", param="Host"), scope, receive, send)
+        if host is not None and not self.host_ok(host):
+            try:
+                keyless = not await scope["app"].state.store.auth_required()
+            except Exception as e:  # the store cannot say: answered as auth answers that (503), not a 500
+                answer = store_error_response(e, path)
+                if answer is None:
+                    raise
+                return await answer(scope, receive, send)
+            if keyless:
+                shown = host.decode("latin-1")[:100]
+                return await self.refuse(Forbidden(
+                    f"Host: {shown!r} is not accepted while this server has no API keys (DNS rebinding "
+                    "protection): use localhost or 127.0.0.1, create a key, or list the name in "
+                    "AUDIOROUTER_ALLOWED_HOSTS", code="host_not_allowed", param="Host"), scope, receive, send)
         app = self.app
         if origin is not None:
             o = origin.decode("latin-1").strip().lower().rstrip("/")

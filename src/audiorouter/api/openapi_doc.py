@@ -74,6 +74,7 @@ OPENAI_ERROR = {
 
 _QUERY: dict[str, list[tuple[str, dict[str, Any], bool]]] = {  # path -> (name, schema, required)
     "/api/v1/generation": [("id", {"type": "string", "maxLength": 64}, True)],
+    "/api/v1/generations": [("limit", {"type": "integer", "minimum": 1, "maximum": 100}, False)],
     "/api/v1/activity": [("date", {"type": "string", "format": "date"}, False), ("api_key_hash", _STR, False)],
     "/api/v1/keys": [("include_disabled", _BOOL, False), ("include_expired", _BOOL, False),
                      ("offset", {"type": "integer", "minimum": 0}, False)],

@@ -484,14 +484,15 @@ def form_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
 def _step(node: Any, k: Any, seg: str, path: str) -> tuple[Any, Any, str]:
     """One bracket down from node[k]: the container the next segment indexes, its key, and the field's name."""
     child = node[k] if isinstance(node, list) else node.get(k, _MISSING)
-    if seg == "" or seg.isdigit():  # a list: name[] appends, name[i] is the i-th element
+    if seg == "" or (seg.isascii() and seg.isdigit()):  # a list: name[] appends, name[i] is the i-th element
         if child is _MISSING:
             child = _set(node, k, [])
         elif not isinstance(child, list):
             raise _both(path)
-        i = len(child) if seg == "" else int(seg)
+        i = len(child) if seg == "" else int(seg) if len(seg) <= 6 else len(child) + 1  # (6 digits: past any form)
         if i > len(child):
-            raise InvalidRequest(f"{path}[{seg}]: list indices must come in order from 0", param=f"{path}[{seg}]")
+            name = f"{path}[{seg[:12]}]"
+            raise InvalidRequest(f"{name}: list indices must come in order from 0", param=name)
         if i == len(child):
             child.append(_MISSING)
         return child, i, f"{path}[{i}]"

@@ -107,6 +107,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._key = None
         super().connection_lost(exc)
 
+    # No WebSocket upgrades: this app has no WebSocket route, and an upgrade hands the transport to another
+    # protocol without our connection_lost, so its per-client count was never given back (a few upgrades
+    # locked an address out for good). An Upgrade header is ignored: the request is served as plain HTTP.
+    def _should_upgrade_to_ws(self) -> bool:
+        return False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # uvicorn logs two warnings per such request: a client could fill the log with them
+
     def data_received(self, data: bytes) -> None:
         if not self._closing:  # after an answer of ours: discarded until the linger ends
             super().data_received(data)

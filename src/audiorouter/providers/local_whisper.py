@@ -83,6 +83,34 @@ def latin_script(text: str) -> bool:
     return latin >= 0.9 * len(letters)
 
 
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's byte-level BPE alphabet (Whisper's tokens are written in it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTES = _byte_decoder()
+
+
+def token_bytes(tok, i: int) -> bytes:
+    piece = tok.tokenizer.id_to_token(i) or ""
+    return bytes(_BYTES[c] for c in piece if c in _BYTES)
+
+
+def _writes_non_latin(b: bytes) -> bool:
+    """Whether a token's bytes write a letter outside the Latin script, or start one: a token may hold a
+    character's first bytes only (CJK takes 3 bytes, often split between tokens), and a UTF-8 lead byte from
+    0xCE on starts a character past Latin, IPA and the combining marks (Greek, Cyrillic, CJK, ...)."""
+    text = b.decode("utf-8", errors="ignore")
+    return not latin_script(text) or any(0xCE <= x <= 0xF4 for x in b)
+
+
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -373,7 +401,7 @@ class WhisperEngine:
             if self._suppress is None:
                 from faster_whisper.transcribe import get_suppressed_tokens
                 self._suppress = get_suppressed_tokens(tok, [-1])
-            other = [i for i in range(tok.eot) if not latin_script(tok.decode([i]))]
+            other = [i for i in range(tok.eot) if _writes_non_latin(token_bytes(tok, i))]
             self._latin = sorted(set(self._suppress) | set(other))
         return self._latin
 

@@ -29,7 +29,7 @@ async function authState() {
   const out = $("auth-state");
   try {
     const k = (await (await api("/api/v1/key")).json()).data;
-    out.textContent = getKey() ? `using key “${k.label}”${k.is_management_key ? " (management)" : ""}`
+    out.textContent = getKey() ? `using key “${k.name || k.label}”${k.is_management_key ? " (management)" : ""}`
                                : "no key needed (this server has none yet)";
   } catch (e) {
     out.textContent = getKey() ? "this key was refused" : "this server needs an API key";
