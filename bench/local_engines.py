@@ -130,7 +130,7 @@ def run(*, stt_clips: int, stt_reps: int, concurrency: int, tts_reps: int, threa
         url = f"http://127.0.0.1:{srv.port}"
         for fmt in ("pcm", "mp3"):
             tts_once(url, fmt)  # warm-up
-        for rep in range(tts_reps):
+        for _rep in range(tts_reps):
             for fmt in ("pcm", "mp3"):
                 r = tts_once(url, fmt)
                 res["tts"].append(r)

@@ -58,7 +58,7 @@ class Server:
         self.log = WORK / "logs" / f"{name}-{port}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> "Server":
+    def start(self, timeout: float = 120.0) -> Server:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.log, "wb")
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._fh, stderr=subprocess.STDOUT,
@@ -100,7 +100,7 @@ class Server:
 def wrk(url: str, body: Path, ctype: str, headers: dict[str, str], *, connections: int, seconds: float,
         core: str | None, timeout_s: float = 10.0) -> dict:
     """One wrk run; returns its JSON summary plus req_per_s and error counts."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", f"--timeout={int(timeout_s)}s", "--latency",
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={int(timeout_s)}s", "--latency",
             "-s", str(WRK_LUA), url]
     if core is not None and shutil.which("taskset"):
         argv = ["taskset", "-c", core, *argv]

@@ -19,8 +19,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gateways import API_KEY, audiorouter_target, body_file  # noqa: E402
+from gateways import audiorouter_target, body_file  # noqa: E402
 from procs import ROOT, WORK, Server, cores, free_port, wrk  # noqa: E402
+from tls import bench_certs  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,34 +77,43 @@ def format_phases(ph: dict[str, float]) -> str:
                       f"  {'all but the upstream wait':28s} {inside:8.3f} ms"])
 
 
-def phases_run(kinds: list[str], delays: list[int], seconds: float, log=print) -> list[dict]:
+def phases_run(kinds: list[str], delays: list[int], seconds: float, log=print, scheme: str = "http") -> list[dict]:
     """For `make bench`: one probed audiorouter (pinned like the gateway benchmark's), wrk at c=1 for each
     request kind and upstream delay; the phase medians of each."""
     gw_core, lg_core = cores()
     ports = {d: free_port() for d in delays}
-    fake = Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"),
-                                    *[f"--port={p}:{d}" for d, p in ports.items()]], ports[delays[0]],
-                  core=lg_core).start(30)
+    fake = fake_upstream(ports, scheme, lg_core)
     out_file = WORK / "phases.jsonl"
     out_file.unlink(missing_ok=True)
-    target = audiorouter_target(ports, gw_core, "audiorouter-probed", phase_probe_env(out_file))
+    target = audiorouter_target(ports, gw_core, "audiorouter-probed", phase_probe_env(out_file), scheme)
     results = []
     try:
         target.server.start()
+        target.setup(target)
         for kind in kinds:
             for d in delays:
                 path, ctype = body_file(kind, target.model[(kind, d)])
-                headers = {"Authorization": f"Bearer {API_KEY}", **target.headers[d]}
+                headers = {"Authorization": f"Bearer {target.api_key}", **target.headers[d]}
                 wrk(target.url(kind), path, ctype, headers, connections=1, seconds=1, core=lg_core)
                 out_file.unlink(missing_ok=True)
                 r = wrk(target.url(kind), path, ctype, headers, connections=1, seconds=seconds, core=lg_core)
                 ph = read_phases(out_file)
-                results.append({"kind": kind, "delay_ms": d, "p50_ms": r["p50_us"] / 1000, "phases": ph})
+                results.append({"kind": kind, "delay_ms": d, "upstream": scheme, "p50_ms": r["p50_us"] / 1000,
+                                "phases": ph})
                 log(f"  phases {kind:9s} {d:2d} ms: " + ", ".join(f"{n} {v:.3f}" for n, v in ph.items()))
     finally:
         target.server.stop()
         fake.stop()
     return results
+
+
+def fake_upstream(ports: dict[int, int], scheme: str, core: str) -> Server:
+    tls = ":tls" if scheme == "https" else ""
+    c = bench_certs()
+    return Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"),
+                                    *[f"--port={p}:{d}{tls}" for d, p in ports.items()],
+                                    "--cert", str(c.cert), "--key", str(c.key)], next(iter(ports.values())),
+                  core=core).start(30)
 
 
 def main() -> None:
@@ -114,6 +124,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--delay", type=int, default=0, help="the fake upstream's answer delay (ms)")
     ap.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the server")
+    ap.add_argument("--https", action="store_true", help="the fake upstream over https (the bench's own CA)")
     ap.add_argument("--no-spy", action="store_true", help="measure only (py-spy's sampling costs the server CPU)")
     ap.add_argument("--phases", action="store_true",
                     help="no py-spy: time each phase of a request inside the server (bench/probe/sitecustomize.py)")
@@ -123,18 +134,19 @@ def main() -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     gw_core, lg_core = cores()
     port = free_port()
-    fake = Server("fake-upstream", [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), f"--port={port}:{a.delay}"],
-                  port, core=lg_core).start(30)
+    scheme = "https" if a.https else "http"
+    fake = fake_upstream({a.delay: port}, scheme, lg_core)
     extra = dict(e.split("=", 1) for e in a.env)
     phases_file = WORK / f"phases-{a.kind}-c{a.conc}-d{a.delay}.jsonl"
     if a.phases:
         phases_file.unlink(missing_ok=True)
         extra.update(phase_probe_env(phases_file))
-    target = audiorouter_target({a.delay: port}, gw_core, env_extra=extra)
+    target = audiorouter_target({a.delay: port}, gw_core, env_extra=extra, scheme=scheme)
     target.server.start()
+    target.setup(target)  # auth on: a real API key
     try:
         path, ctype = body_file(a.kind, target.model[(a.kind, a.delay)])
-        headers = {"Authorization": f"Bearer {API_KEY}", **target.headers[a.delay]}
+        headers = {"Authorization": f"Bearer {target.api_key}", **target.headers[a.delay]}
         wrk(target.url(a.kind), path, ctype, headers, connections=a.conc, seconds=1, core=lg_core)
         raw = WORK / f"prof-{a.kind}-c{a.conc}.raw"
         spy_argv = [spy, "record", "--format", "raw", "--rate", "500", "--nonblocking", "-o", str(raw),

@@ -7,10 +7,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-GATEWAYS = ("direct", "null-proxy", "audiorouter", "audiorouter-httpx", "audiorouter-round2", "audiorouter-before",
+GATEWAYS = ("direct", "null-proxy", "audiorouter", "audiorouter-nometrics", "audiorouter-prev", "audiorouter-before",
             "litellm", "portkey")
-COMPARISONS = ("audiorouter-httpx", "audiorouter-before", "audiorouter-round2")  # measured at the first delay, c=1 and c=32 only
-NOT_PLOTTED = COMPARISONS + ("null-proxy",)  # only c=1 and c=32: no curve
+COMPARISONS = ("audiorouter-nometrics", "audiorouter-prev", "audiorouter-before")  # first delay, c=1 and c=32 only
+SCHEME_TITLES = {"http": "plain-http upstream", "https": "https upstream"}
+NOT_PLOTTED = (*COMPARISONS, "null-proxy")  # only c=1 and c=32: no curve
 KIND_TITLES = {"json": "JSON base64 transcription (10 s WAV)", "multipart": "multipart transcription (10 s WAV)",
                "speech": "speech (100 KB streamed)"}
 
@@ -28,53 +29,65 @@ def fmt_range(xs, digits=1, unit=""):
     return f"{m:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})"
 
 
-def _group(results):
+def _group(results, upstream: str = "http"):
+    """(target, kind, delay, concurrency) -> repetitions, for one upstream scheme (older results: http)."""
     g = defaultdict(list)
     for r in results:
-        g[(r["target"], r["kind"], r["delay_ms"], r["concurrency"])].append(r)
+        if r.get("upstream", "http") == upstream:
+            g[(r["target"], r["kind"], r["delay_ms"], r["concurrency"])].append(r)
     return g
 
 
 def gateway_tables(gw: dict) -> tuple[list[str], dict]:
-    g = _group(gw["results"])
     lines: list[str] = []
     verdict: dict = {}
-    delays = sorted({k[2] for k in g})
-    for d in delays:
-        lines += [f"#### Upstream delay {d} ms", "",
-                  "| request | gateway | p50 @ c=1 (ms) | p99 @ c=1 (ms) | added p50 vs direct (ms) | req/s @ c=32 | "
-                  "req/s vs Portkey | CPU/req @ c=32 (ms) | errors |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for kind in KIND_TITLES:
-            direct = g.get(("direct", kind, d, 1), [])
-            pk = g.get(("portkey", kind, d, 32), [])
-            if kind == "json" and not pk:  # no base64 JSON route in Portkey: its multipart upload of the same audio
-                pk = g.get(("portkey", "multipart", d, 32), [])
-            for t in GATEWAYS:
-                c1 = g.get((t, kind, d, 1), [])
-                c32 = g.get((t, kind, d, 32), [])
-                if not c1 and not c32:
-                    if t in ("litellm", "portkey") and kind == "json":
-                        lines.append(f"| {kind} | {t} | n/a: no base64 JSON transcription route | | | | | | |")
-                    continue
-                added = []
-                if direct and c1:  # pair repetitions in order: same run, same neighbours
-                    added = [a["p50_ms"] - b["p50_ms"] for a, b in zip(c1, direct)]
-                ratio = []
-                if pk and c32 and t != "portkey":
-                    ratio = [a["req_per_s"] / b["req_per_s"] for a, b in zip(c32, pk) if b["req_per_s"]]
-                errs = sum(r["errors"] for r in c1 + c32)
-                lines.append(f"| {kind} | {t} | {fmt_range([r['p50_ms'] for r in c1], 2)} | "
-                             f"{fmt_range([r['p99_ms'] for r in c1], 2)} | "
-                             f"{fmt_range(added, 2) if t != 'direct' else '—'} | "
-                             f"{fmt_range([r['req_per_s'] for r in c32], 0)} | {fmt_range(ratio, 2) + 'x' if ratio and t != 'direct' else '—'} "
-                             f"| {fmt_range([r['cpu_ms_per_req'] for r in c32 if r.get('cpu_ms_per_req')], 2)} | {errs} |")
-                if t == "audiorouter":
-                    verdict.setdefault((kind, d), {}).update(
-                        {"added_p50": med(added), "ratio_vs_portkey": med(ratio), "portkey_is_multipart": kind == "json"})
-                if t == "null-proxy":
-                    verdict.setdefault((kind, d), {}).update({"floor_added_p50": med(added)})
-        lines.append("")
+    for sc in gw.get("schemes", ["http"]):
+        g = _group(gw["results"], sc)
+        for d in sorted({k[2] for k in g}):
+            lines += [f"#### {SCHEME_TITLES.get(sc, sc)}, delay {d} ms", "",
+                      "| request | gateway | p50 @ c=1 (ms) | p99 @ c=1 (ms) | added p50 vs direct (ms) | req/s @ c=32 | "
+                      "req/s vs Portkey | req/s vs LiteLLM | CPU/req @ c=32 (ms) | errors |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for kind in KIND_TITLES:
+                direct = g.get(("direct", kind, d, 1), [])
+                pk = g.get(("portkey", kind, d, 32), [])
+                if kind == "json" and not pk:  # no base64 JSON route in Portkey: its multipart upload of the same audio
+                    pk = g.get(("portkey", "multipart", d, 32), [])
+                ll = g.get(("litellm", kind, d, 32), []) or (g.get(("litellm", "multipart", d, 32), [])
+                                                             if kind == "json" else [])
+                for t in GATEWAYS:
+                    c1 = g.get((t, kind, d, 1), [])
+                    c32 = g.get((t, kind, d, 32), [])
+                    if not c1 and not c32:
+                        if t in ("litellm", "portkey") and kind == "json":
+                            lines.append(f"| {kind} | {t} | n/a: no base64 JSON transcription route | | | | | | | |")
+                        continue
+                    added = []
+                    if direct and c1:  # pair repetitions in order: same run, same neighbours
+                        added = [a["p50_ms"] - b["p50_ms"] for a, b in zip(c1, direct)]
+
+                    def ratio_to(other, mine=c32):
+                        return [a["req_per_s"] / b["req_per_s"] for a, b in zip(mine, other) if b["req_per_s"]]
+                    rp = ratio_to(pk) if pk and c32 and t not in ("portkey", "direct") else []
+                    rl = ratio_to(ll) if ll and c32 and t not in ("litellm", "direct") else []
+                    cpu = [r["cpu_ms_per_req"] for r in c32 if r.get("cpu_ms_per_req")]
+                    errs = sum(r["errors"] for r in c1 + c32)
+                    lines.append(f"| {kind} | {t} | {fmt_range([r['p50_ms'] for r in c1], 2)} | "
+                                 f"{fmt_range([r['p99_ms'] for r in c1], 2)} | "
+                                 f"{fmt_range(added, 2) if t != 'direct' else '—'} | "
+                                 f"{fmt_range([r['req_per_s'] for r in c32], 0)} | "
+                                 f"{fmt_range(rp, 2) + 'x' if rp else '—'} | {fmt_range(rl, 2) + 'x' if rl else '—'} "
+                                 f"| {fmt_range(cpu, 2)} | {errs} |")
+                    v = verdict.setdefault((sc, kind, d), {})
+                    if t == "audiorouter":
+                        v.update({"added_p50": med(added), "ratio_vs_portkey": med(rp), "ratio_vs_litellm": med(rl),
+                                  "cpu_ms": med(cpu), "rps": med([r["req_per_s"] for r in c32]),
+                                  "portkey_is_multipart": kind == "json"})
+                    if t == "audiorouter-nometrics":
+                        v["rps_nometrics"] = med([r["req_per_s"] for r in c32])
+                    if t == "null-proxy":
+                        v["floor_added_p50"] = med(added)
+            lines.append("")
     return lines, verdict
 
 
@@ -82,8 +95,8 @@ def phases_section(rows: list[dict]) -> list[str]:
     """The probe's per-phase medians (bench/probe/sitecustomize.py) at c=1, one column per kind and delay."""
     if not rows:
         return []
-    cols = [(r["kind"], r["delay_ms"]) for r in rows]
-    by = {(r["kind"], r["delay_ms"]): r["phases"] for r in rows}
+    cols = [(r["kind"], r["delay_ms"], r.get("upstream", "http")) for r in rows]
+    by = {(r["kind"], r["delay_ms"], r.get("upstream", "http")): r["phases"] for r in rows}
     names: list[str] = []
     for r in rows:
         names += [n for n in r["phases"] if n not in names]
@@ -98,7 +111,7 @@ def phases_section(rows: list[dict]) -> list[str]:
          "wakes). The line under the table gives the ratio in this run; it varied from 1.4x to 2.7x between "
          "runs on this machine. This is why the added latency grows with the upstream's delay, for every "
          "gateway here and much less for the do-nothing relay, which runs almost no code.", "",
-         "| phase | " + " | ".join(f"{k} {d} ms" for k, d in cols) + " |",
+         "| phase | " + " | ".join(f"{k} {d} ms{' https' if u == 'https' else ''}" for k, d, u in cols) + " |",
          "|---|" + "---|" * len(cols)]
     for n in names:
         label = "(upstream wait) upstream answered" if n == "upstream answered" else n
@@ -106,11 +119,11 @@ def phases_section(rows: list[dict]) -> list[str]:
         L.append(f"| {label} | " + " | ".join(cells) + " |")
     own = [sum(v for n, v in by[c].items() if n != "upstream answered") for c in cols]
     L.append("| **audiorouter's own part** | " + " | ".join(f"**{v:.3f}**" for v in own) + " |")
-    ratios = [f"{k} {own[cols.index((k, d))] / own[cols.index((k, 0))]:.2f}x" for k, d in cols
-              if d != 0 and (k, 0) in cols and own[cols.index((k, 0))]]
+    ratios = [f"{k} {own[cols.index((k, d, u))] / own[cols.index((k, 0, u))]:.2f}x" for k, d, u in cols
+              if d != 0 and (k, 0, u) in cols and own[cols.index((k, 0, u))]]
     if ratios:
         L += ["", "Own part with the slow upstream over the same with the 0 ms one: " + ", ".join(ratios) + "."]
-    return L + [""]
+    return [*L, ""]
 
 
 def plot_gateways(gw: dict) -> list[str]:
@@ -201,25 +214,32 @@ def write(res: dict) -> Path:
     if gw:
         L += ["## Gateway overhead", "",
               "The fake upstream (`bench/fake_upstream.py`, raw asyncio) speaks OpenAI's audio API: transcriptions "
-              "answer a small JSON, speech streams 100 KB in 4 chunks. *direct* is wrk against it with no gateway. "
-              "audiorouter reaches it through a user catalog (`AUDIOROUTER_CATALOG`) whose provider uses the "
-              "`openai_compatible` adapter; LiteLLM's proxy through a `model_list` with `api_base`; Portkey's "
-              "gateway through `x-portkey-provider: openai` and `x-portkey-custom-host`. The transcript cache is off "
-              "(`AUDIOROUTER_CACHE_TTL_S=0`); the usage ledger, auth and routing run as shipped.", "",
+              "answer a small JSON, speech streams 100 KB in 4 chunks. It serves each delay twice: over plain http, "
+              "and over https (TLS 1.3, a certificate for 127.0.0.1 signed by a CA the bench makes, "
+              "`bench/tls.py`). Every gateway trusts that CA the way a deployment trusts a private one: "
+              "`SSL_CERT_FILE` (audiorouter, LiteLLM) and `NODE_EXTRA_CA_CERTS` (Portkey); verification is never "
+              "off. *direct* is wrk against the fake upstream with no gateway.", "",
+              "Each gateway runs as deployed. audiorouter: a user catalog (`AUDIOROUTER_CATALOG`) whose provider "
+              "uses the `openai_compatible` adapter (plain http) or the `openai` adapter with its `base_url` "
+              "pointed at the fake upstream (https); auth on, with an API key created through the API by a "
+              "management key; the usage ledger (SQLite) and /metrics on; the transcript cache off "
+              "(`AUDIOROUTER_CACHE_TTL_S=0`). LiteLLM: its proxy with a `model_list` (`api_base`) and a master "
+              "key (its spend log needs a PostgreSQL database and its Prometheus callback is an enterprise feature: "
+              "neither is on). Portkey: its open-source gateway with `x-portkey-provider: openai` and "
+              "`x-portkey-custom-host` (it has no keys, ledger or metrics of its own).", "",
               "LiteLLM and Portkey have no route that takes OpenRouter's base64 JSON (`input_audio`): for the JSON "
-              "row the Portkey ratio is taken against Portkey's multipart figure for the same audio.", "",
-              "Three more audiorouter servers run in the same run, at the first delay, c=1 and c=32 only: "
-              "*audiorouter-before* is the code before the profile-guided changes (git "
-              f"`{gw.get('before_ref', '?')}`), *audiorouter-round2* the code after their second round (git "
-              f"`{gw.get('round2_ref', '?')}`), both run from git worktrees with the same virtualenv, and "
-              "*audiorouter-httpx* is today's code with "
-              "`AUDIOROUTER_FAST_HTTP=0` (httpx's client and transport for the upstream call). *CPU/req* is the "
-              "gateway's own CPU time (user + system, all its processes) per request at c=32: the figure the "
-              "load on the rest of the machine disturbs least.", "",
-              "*null-proxy* (`bench/null_proxy.py`) is the floor: a uvloop byte relay with no gateway logic (no "
-              "parsing, auth, routing or ledger), pinned like the gateways, at every delay. What it adds is what any "
-              "extra process in the path costs on this machine (two more socket hops and process wake-ups per "
-              "request); a gateway's added latency minus the floor's is its own work.", ""]
+              "row their ratios are taken against their multipart figure for the same audio.", "",
+              "More audiorouter servers run in the same run, at the first delay, c=1 and c=32 only: "
+              "*audiorouter-nometrics* is today's code with `AUDIOROUTER_METRICS=false` (what metrics cost); "
+              f"*audiorouter-prev* the code before the one upstream client (git `{gw.get('prev_ref', '?')}`: the "
+              "hand-written transport for plain http, httpx for https); *audiorouter-before* the code before "
+              f"the profile-guided rounds (git `{gw.get('before_ref', '?')}`); both from git worktrees with the same "
+              "virtualenv. *CPU/req* is the gateway's own CPU time (user + system, all its processes and threads) "
+              "per request at c=32: the figure the load on the rest of the machine disturbs least.", "",
+              "*null-proxy* (`bench/null_proxy.py`) is the floor on the plain-http rows: a uvloop byte relay with "
+              "no gateway logic (no parsing, auth, routing or ledger), pinned like the gateways. What it adds is "
+              "what any extra process in the path costs on this machine; a gateway's added latency minus the "
+              "floor's is its own work.", ""]
         tables, verdict = gateway_tables(gw)
         L += tables
         for f in plot_gateways(gw):
@@ -232,7 +252,18 @@ def write(res: dict) -> Path:
                       "`updateHeaders` (it appends headers to the upstream fetch response, whose headers are "
                       "immutable under Node 20's undici), with chunked and with Content-Length answers alike. "
                       "So there is no Portkey speech figure and no speech ratio against it.", ""]
-        res["verdict_gateways"] = {f"{k[0]}@{k[1]}ms": v for k, v in verdict.items()}
+        res["verdict_gateways"] = {f"{k[0]}@{k[1]}@{k[2]}ms": v for k, v in verdict.items()}
+    if res.get("clients"):
+        import upstream_clients
+        L += ["## Upstream HTTP client", "",
+              "`bench/upstream_clients.py`: the client end of a relayed request and nothing else, per library, in a "
+              "child process pinned to the gateway's core, against the same fake upstream over plain http and over "
+              "https (the bench's CA through `SSL_CERT_FILE`, verification on). *audiorouter* is the product's own "
+              "call (`HTTPProvider.post_checked` / `open_checked` + `drain`, providers/upstream_client.py); "
+              "*fasthttp* is the hand-written HTTP/1.1 transport it replaced (run from the git worktree of "
+              "the last commit that had it; plain http only). CPU is the client process's own (user + system, all "
+              "threads) per request with 32 in flight.", "",
+              upstream_clients.table(res["clients"]), ""]
     big = res.get("big_payload")
     if big:
         runs, st = big["runs"], big["stages"]
@@ -324,24 +355,43 @@ def write(res: dict) -> Path:
 
 
 def targets_section(res: dict) -> list[str]:
+    """Issue 14's targets: on the https rows (auth with a key, ledger and metrics on) added p50 <= 1 ms at c=1,
+    req/s at c=32 >= 2x Portkey's and >= 5x LiteLLM's, gateway CPU <= 1 ms per request; on the plain-http rows
+    added p50 <= 0.5 ms (0 ms upstream); metrics cost <= 5 % of req/s at c=32."""
     L = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     verdicts = res.get("verdict_gateways", {})
-    order = sorted(verdicts, key=lambda k: (int(k.split("@")[1][:-2]), list(KIND_TITLES).index(k.split("@")[0])))
-    for key in order:
-        v = verdicts[key]
-        kind, d = key.split("@")
-        a, r, floor = v.get("added_p50"), v.get("ratio_vs_portkey"), v.get("floor_added_p50")
-        vs = " (Portkey's multipart figure)" if kind == "json" else ""
+
+    def key(k):
+        sc, kind, d = k.split("@")
+        return (sc != "https", int(d[:-2]), list(KIND_TITLES).index(kind))
+    for k in sorted(verdicts, key=key):
+        v = verdicts[k]
+        sc, kind, d = k.split("@")
+        d = d[:-2]
+        where = f"{kind}, {sc} upstream, {d} ms"
+        a, floor = v.get("added_p50"), v.get("floor_added_p50")
+        limit = 1.0 if (sc == "https" or d != "0") else 0.5
         if a is not None:
             fl = f" (a do-nothing relay: {floor:+.2f} ms)" if floor is not None else ""
-            L.append(f"| {kind}, {d[:-2]} ms upstream: audiorouter adds <= 1 ms p50 at c=1 | {a:+.2f} ms{fl} | "
-                     f"{'yes' if a <= 1.0 else 'no'} |")
+            L.append(f"| {where}: audiorouter adds <= {limit:g} ms p50 at c=1 | {a:+.2f} ms{fl} | "
+                     f"{'yes' if a <= limit else 'no'} |")
+        if d != "0":
+            continue  # the 50 ms rows are bounded by the upstream (32 / 50 ms): no ratio targets there
+        vs = " (their multipart figure)" if kind == "json" else ""
+        r, rl = v.get("ratio_vs_portkey"), v.get("ratio_vs_litellm")
         if r is not None:
-            L.append(f"| {kind}, {d[:-2]} ms upstream: req/s at c=32 >= 1.2x Portkey{vs} | {r:.2f}x | "
-                     f"{'yes' if r >= 1.2 else 'no'} |")
+            L.append(f"| {where}: req/s at c=32 >= 2x Portkey{vs} | {r:.2f}x | {'yes' if r >= 2 else 'no'} |")
         elif kind == "speech":
-            L.append(f"| {kind}, {d[:-2]} ms upstream: req/s at c=32 >= 1.2x Portkey | no Portkey figure (its speech "
-                     "route fails, see above) | — |")
+            L.append(f"| {where}: req/s at c=32 >= 2x Portkey | no Portkey figure (its speech route fails) | — |")
+        if rl is not None:
+            L.append(f"| {where}: req/s at c=32 >= 5x LiteLLM{vs} | {rl:.2f}x | {'yes' if rl >= 5 else 'no'} |")
+        if sc == "https" and v.get("cpu_ms") is not None:
+            L.append(f"| {where}: gateway CPU <= 1 ms per request (c=32) | {v['cpu_ms']:.2f} ms | "
+                     f"{'yes' if v['cpu_ms'] <= 1 else 'no'} |")
+        if v.get("rps") and v.get("rps_nometrics"):
+            cost = 1 - v["rps"] / v["rps_nometrics"]
+            L.append(f"| {where}: metrics on cost <= 5 % of req/s at c=32 | {cost * 100:+.1f} % | "
+                     f"{'yes' if cost <= 0.05 else 'no'} |")
     big = res.get("big_payload")
     if big and big["runs"]:
         g = med([x["growth_x_payload"] for x in big["runs"]])
@@ -356,4 +406,25 @@ def targets_section(res: dict) -> list[str]:
     if t:
         L.append(f"| TTS: first byte < 60 ms (3 sentences) | {t['ttfb_ms']:.1f} ms | {'yes' if t['ttfb_ms'] < 60 else 'no'} |")
     L.append("")
+    return L
+
+
+def interim(res: dict) -> list[str]:
+    """The sections a partial run (`--only gateways,clients`) measured, for a doc section of their own: the
+    gateway tables (plain http and https), the probe's phases, the upstream clients and the targets they
+    decide."""
+    gw = res.get("gateways") or {}
+    L: list[str] = []
+    if gw:
+        tables, verdict = gateway_tables(gw)
+        L += tables
+        res["verdict_gateways"] = {f"{k[0]}@{k[1]}@{k[2]}ms": v for k, v in verdict.items()}
+        if gw.get("notes"):
+            L += ["Notes from the run:", ""] + [f"- {n}" for n in gw["notes"]] + [""]
+    L += phases_section(res.get("phases") or [])
+    if res.get("clients"):
+        import upstream_clients
+        L += ["### Upstream HTTP client (client side only)", "", upstream_clients.table(res["clients"]), ""]
+    if gw:
+        L += [line.replace("## Targets", "### Targets", 1) for line in targets_section(res)]
     return L

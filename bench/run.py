@@ -78,7 +78,7 @@ def versions(comp: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="short runs, one repetition")
-    ap.add_argument("--only", default="gateways,big,local")
+    ap.add_argument("--only", default="gateways,clients,big,local,batch,chat")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--merge", action="store_true", help="update the sections run in the last results.json")
     a = ap.parse_args()
@@ -105,6 +105,12 @@ def main() -> None:
         log("phases inside audiorouter at c=1")
         res["phases"] = profile_gateway.phases_run(["json", "multipart", "speech"], [0, 50],
                                                    seconds=m["seconds"] * 2, log=log)
+        res["phases"] += profile_gateway.phases_run(["json", "multipart", "speech"], [0],
+                                                    seconds=m["seconds"] * 2, log=log, scheme="https")
+    if "clients" in only:
+        import upstream_clients
+        log("upstream HTTP clients (client side only, http and https)")
+        res["clients"] = upstream_clients.run(seconds=2 if quick else 3, reps=m["reps"], log=log)
     if "big" in only:
         import big_payload
         log("big payload")
@@ -115,6 +121,14 @@ def main() -> None:
         res["local"] = local_engines.run(stt_clips=8 if quick else 24, stt_reps=1 if quick else 2, concurrency=4,
                                          tts_reps=5 if quick else 15, threads=os.cpu_count() or 1, log=log,
                                          before_after_clips=8 if quick else 12)
+    if "batch" in only:
+        import batch_jobs
+        log("batch jobs: 1 and 2 worker processes, queue wait")
+        res["batch_jobs"] = batch_jobs.run(clips=8 if quick else 24, log=log)
+    if "chat" in only:
+        import chat
+        log("chat: gateway overhead against the fake chat upstream, offline voice-chat cascade")
+        res["chat"] = chat.run(reps=2 if quick else 5, log=log)
     m["took_min"] = (time.time() - started) / 60
     last = WORK / "results.json"
     if a.merge and last.exists():

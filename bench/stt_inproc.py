@@ -19,7 +19,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from clips import english_exact, load_samples  # noqa: E402
 from textnorm import pooled_wer  # noqa: E402
 
-
 PREVIOUS_COMMIT = "7b32ce4"
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_engines import TTS_TEXT, local_server  # noqa: E402
-from local_engines import speak_timed as once  # noqa: E402
+from local_engines import TTS_TEXT, local_server
+from local_engines import speak_timed as once
 
 TEXTS = {
     # the text of the issue (3 sentences, 122 characters)

@@ -122,7 +122,7 @@ def to_s16(samples: np.ndarray) -> np.ndarray:
 def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
     if src == dst:
         return samples
-    n = int(round(len(samples) * dst / src))
+    n = round(len(samples) * dst / src)
     return np.interp(np.linspace(0, len(samples) - 1, n), np.arange(len(samples)), samples).astype(np.float32)
 
 

@@ -58,7 +58,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = (tmp or Path("/tmp")) / f"audiorouter-{self.port}.log"
 
-    def start(self, timeout: float = 120) -> "ServerProcess":
+    def start(self, timeout: float = 120) -> ServerProcess:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "audiorouter.cli", "serve", "--port", str(self.port), *self.args],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -102,3 +102,49 @@ def manifest() -> list[dict]:
 def client(server) -> httpx.Client:
     with httpx.Client(base_url=server.url, timeout=120) as c:
         yield c
+
+
+# ---- `slow`: what `make test-fast` leaves out (CI and `make test` run everything) ---------------------------
+# Whole modules whose every test needs minutes of CPU on a 2-core machine, or a browser, another process
+# family, or long audio. Single slow tests elsewhere carry @pytest.mark.slow themselves. Measure with
+# `pytest -m "not slow" --durations=30` before adding or removing one.
+SLOW_MODULES = {
+    "test_soak.py": "minutes of mixed traffic under injected faults, per database backend",
+    "test_web.py": "a real browser (chromium through playwright)",
+    "test_accuracy.py": "WER of the local Whisper over the dev set, and a TTS -> STT round trip",
+    "test_replicas.py": "two gateways sharing PostgreSQL and Redis",
+    "test_chat_local.py": "the offline voice-chat cascade: Whisper, a local LLM and hibari per request",
+    "test_chunk_memory.py": "long audio: memory of chunked transcription, VAD cut points",
+    "test_lying_audio.py": "hours of audio behind a header that claims seconds",
+    "test_backpressure.py": "fills the local inference pool with real jobs",
+    "test_fuzz_parsers.py": "hypothesis: hundreds of bodies per property (3.5 min measured on a busy 2-core box)",
+    "test_fuzz_api.py": "schemathesis over every route",
+    "test_seed_examples.py": "the published client programs (bash + curl + jq, SDKs) as real processes",
+    "test_batch_workers.py": "worker processes, PostgreSQL, Redis and an S3 server",
+}
+
+
+# Single tests measured at 15 s or more (`--durations`, 2 cores shared with other work: about 5x an idle box)
+SLOW_TESTS = {
+    "test_keys.py::test_non_loopback_without_auth_refuses_to_start_unless_forced": 84,  # starts 4 servers
+    "test_keys.py::test_no_keys_serves_loopback_without_a_key": 41,
+    "test_keys.py::test_require_auth_without_any_key": 37,
+    "test_keys.py::test_start_sweeps_nothing_it_should_not": 31,  # per backend: a restart over the same store
+    "test_parsing_multipart.py::test_fuzz_same_answer_as_starlettes_parser": 20,
+    "test_parsing_stream.py::test_streamed_equals_whole_body": 20,
+    "test_speech.py::test_streaming_first_bytes_leave_before_synthesis_ends": 17,
+    "test_speech.py::test_round_trip_through_whisper": 15,
+    "test_streaming.py::test_chunked_long_audio_streams_in_order": 56,  # long audio
+    "test_streaming.py::test_local_stream_segment_by_segment": 24,
+    "test_subtitles.py::test_srt_over_http": 25,  # per clip: the local Whisper over HTTP
+    "test_cli_jobs.py::test_cli_transcribe_chunks_long_audio_and_uses_the_cache": 19,
+    "test_ledger.py::test_sigkill_during_transcription_then_the_sweeper_releases_the_reservation": 19,
+    "test_ledger.py::test_sigkill_mid_request_leaves_an_incomplete_row": 19,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        test = f"{item.path.name}::{item.originalname}"
+        if item.path.name in SLOW_MODULES or test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

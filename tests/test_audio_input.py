@@ -22,7 +22,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @pytest.fixture(scope="module")
-def jfk() -> "object":
+def jfk() -> object:
     return load_clip(JFK)
 
 

@@ -13,9 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
-
 import numpy as np
+import pytest
 
 from audio_factory import load_clip, make_audio, silence
 from conftest import ServerProcess

@@ -1,4 +1,4 @@
-"""Memory of chunked transcription (routing/longform.py ChunkAudio, audio/convert.py encode_samples,
+"""Memory of chunked transcription (jobs/transcription.py chunk_audio, core/audio.py LazyAudio, audio/convert.py encode_samples,
 audio/chunking.py's VAD), checked to change nothing that is sent: the same cut points as faster-whisper's own
 VAD gives, the same encodings from float32 samples, and chunk uploads that decode back to the spool's samples.
 In-process, no server."""
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from audio_factory import load_clip
-from conftest import DEV_AUDIO
 from audiorouter.audio import chunking
 from audiorouter.audio.chunking import PcmSpool, plan_chunks, s16_to_float
 from audiorouter.audio.convert import encode_samples, for_endpoint
 from audiorouter.audio.encode import wav_header
-from audiorouter.providers.base import PreparedAudio
-from audiorouter.routing.longform import ChunkAudio, chunking_possible
+from audiorouter.core.audio import PreparedAudio
+from audiorouter.jobs.transcription import chunk_audio, chunking_possible
+from conftest import DEV_AUDIO
 
 RATE = 16000
 
@@ -166,9 +166,9 @@ def _old_chunk_audio(pcm: np.ndarray, duration: float) -> PreparedAudio:
 
 def test_chunk_audio_is_lazy_and_equal(speech):
     pcm = speech[:12 * RATE]
-    a = ChunkAudio(pcm, 12.0)
-    assert a._data is None and a._samples is None
-    assert "ChunkAudio" in repr(a) and a._data is None and a._samples is None
+    a = chunk_audio(pcm, 12.0)
+    assert a.made() == (False, False)
+    assert "ChunkAudio" in repr(a) and a.made() == (False, False)  # showing it makes nothing either
     old = _old_chunk_audio(pcm, 12.0)
     assert a.format == old.format == "pcm" and a.duration == old.duration
     assert a.data == old.data
@@ -181,10 +181,10 @@ def test_chunk_upload_is_the_spool_samples(speech, formats, fmt):
     """A chunk re-encoded for an upstream: now from the int16 the spool holds, exactly; before, from float32
     samples scaled back by 32767, every sample 1 LSB closer to zero (the only difference)."""
     pcm = speech[50 * RATE:110 * RATE + 17]
-    new = ChunkAudio(pcm, len(pcm) / RATE)
+    new = chunk_audio(pcm, len(pcm) / RATE)
     up = asyncio.run(for_endpoint(new, formats, 25 * 2**20))
     assert up.format == fmt and up.converted
-    assert new._data is None and new._samples is None  # no raw bytes, no float32 copy made for an upload
+    assert new.made() == (False, False)  # no raw bytes, no float32 copy made for an upload
     old = asyncio.run(for_endpoint(_old_chunk_audio(pcm, len(pcm) / RATE), formats, 25 * 2**20))
     if fmt == "mp3":
         assert len(up.data) == len(old.data)  # lossy: same length and framing; samples differ by 1 LSB
@@ -196,7 +196,7 @@ def test_chunk_upload_is_the_spool_samples(speech, formats, fmt):
 
 def test_chunk_upload_over_the_byte_limit_still_falls_back(speech):
     pcm = speech[:20 * RATE]
-    a = ChunkAudio(pcm, 20.0)
+    a = chunk_audio(pcm, 20.0)
     flac = encode_samples(pcm, "flac")
     up = asyncio.run(for_endpoint(a, ["flac", "mp3"], len(flac) - 1))
     assert up.format == "mp3"
@@ -205,6 +205,7 @@ def test_chunk_upload_over_the_byte_limit_still_falls_back(speech):
 # ---- start-up ----------------------------------------------------------------------------------------------
 def test_chunking_possible():
     from types import SimpleNamespace
+
     from audiorouter.routing.catalog import Catalog
     cat = Catalog.load(None)
     assert chunking_possible(SimpleNamespace(chunk_seconds=180.0), cat)

@@ -23,7 +23,7 @@ MODEL = "local/whisper-base"
 
 def _check_generation_id(response: httpx.Response) -> None:
     path = response.request.url.path
-    if path.startswith("/api/") or path.startswith("/v1/"):
+    if path.startswith(("/api/", "/v1/")):
         assert response.headers.get("x-generation-id", "").startswith("gen-"), (path, dict(response.headers))
 
 
@@ -491,7 +491,7 @@ def _check_fuzz_response(r: httpx.Response) -> None:
 
 
 @FUZZ_SETTINGS
-@given(body=stt_bodies(), path=st.sampled_from(STT_PATHS + ("/v1/audio/translations",)))
+@given(body=stt_bodies(), path=st.sampled_from((*STT_PATHS, "/v1/audio/translations")))
 def test_fuzz_transcription_bodies(api, body, path):
     _check_fuzz_response(api.post(path, json=body))
 

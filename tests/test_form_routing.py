@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 from openai import OpenAI

@@ -35,8 +35,8 @@ EXAMPLES = int(os.environ.get("AUDIOROUTER_FUZZ_EXAMPLES", "12"))
 WAV = encode_audio(tone(0.6, 16000), 16000, "wav")
 AUDIO_PATHS = ("/audio/transcriptions", "/audio/translations", "/audio/speech")
 STATUSES: Counter = Counter()  # (method, path, status) -> answers, over the module
-SETTINGS = dict(derandomize=True, deadline=None, database=None, print_blob=True,
-                suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+SETTINGS = {"derandomize": True, "deadline": None, "database": None, "print_blob": True,
+                "suppress_health_check": list(HealthCheck), "phases": [Phase.explicit, Phase.generate]}
 
 
 @pytest.fixture(scope="module")

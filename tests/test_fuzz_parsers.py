@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 import re
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -20,7 +21,9 @@ from starlette.requests import Request
 from audiorouter.api.json_body import BodyScanner
 from audiorouter.api.multipart import FilePart, split
 
-PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, database=None,
+# AUDIOROUTER_PARSER_FUZZ_EXAMPLES: examples per property (default 200 in `make test`; 400 or more for a deeper run)
+EXAMPLES = int(os.environ.get("AUDIOROUTER_PARSER_FUZZ_EXAMPLES", "200"))
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
 
@@ -50,7 +53,7 @@ def reference_b64(text: str) -> bytes | None:
 def scan(body: bytes, cuts: list[int]) -> BodyScanner:
     s = BodyScanner()
     last = 0
-    for c in sorted(set(cuts)) + [len(body)]:
+    for c in [*sorted(set(cuts)), len(body)]:
         if c > last:
             s.feed(body[last:c])
             last = c
@@ -149,7 +152,7 @@ def escape_some(text: str, draw) -> str:
     for ch in text:
         k = draw(st.integers(0, 9))
         if k == 0:
-            out.append("\\u%04x" % ord(ch))
+            out.append(f"\\u{ord(ch):04x}")
         elif k == 1 and ch == "/":
             out.append("\\/")
         else:
@@ -166,7 +169,7 @@ def transcription_bodies(draw) -> tuple[bytes, list[int]]:
     ia = {**ia_extra, "data": marker}
     ia_items = list(ia.items())
     draw(st.randoms()).shuffle(ia_items)
-    items = list(fields.items()) + [("input_audio", dict(ia_items))]
+    items = [*list(fields.items()), ("input_audio", dict(ia_items))]
     draw(st.randoms()).shuffle(items)
     indent = draw(st.sampled_from([None, None, 0, 2]))
     seps = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]))
@@ -252,7 +255,7 @@ def email_parts(body: bytes, ctype: str) -> list[tuple[str, object]] | None:
         payload = part.get_payload(decode=True) or b""
         filename = part.get_param("filename", header="content-disposition")
         if filename is not None:
-            raw = dict((k.lower(), v) for k, v in part.raw_items())  # (the header as sent, not re-rendered)
+            raw = {k.lower(): v for k, v in part.raw_items()}  # (the header as sent, not re-rendered)
             ctype_hdr = raw.get("content-type")
             out.append((name, ("file", filename, ctype_hdr.strip() if ctype_hdr is not None else None, payload)))
         else:
@@ -273,7 +276,7 @@ def python_multipart_parts(body: bytes, ctype: str) -> list[tuple[str, object]] 
         request = Request({"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}, receive)
         try:
             form = await request.form(**LIMITS)
-        except Exception as e:  # noqa: BLE001 - its refusal, whatever its type
+        except Exception as e:
             return f"error: {type(e).__name__}"
         out = []
         for k, v in form.multi_items():
@@ -287,7 +290,7 @@ def ours(items) -> list[tuple[str, object]]:
     return [(k, ("file", v.filename, v.content_type, v._data) if isinstance(v, FilePart) else v) for k, v in items]
 
 
-LIMITS = dict(max_files=8, max_fields=64, max_part_size=1 << 20)
+LIMITS = {"max_files": 8, "max_fields": 64, "max_part_size": 1 << 20}
 
 
 @PROPERTY

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -44,9 +44,9 @@ async def test_a_chosen_key_is_checked_wherever_it_enters(tmp_path):
     store = Store(Settings(_env_file=None, data_dir=tmp_path, secret_key="test-secret"))
     await store.start(check_bind=False)
     try:
-        with pytest.raises(WeakSecret, match="^key is shorter than 32 characters"):
+        with pytest.raises(WeakSecret, match=r"^key is shorter than 32 characters"):
             await store.keys.create(name="x", secret="sk-ar-v1-1")
-        with pytest.raises(WeakSecret, match="^AUDIOROUTER_MANAGEMENT_KEY is too predictable"):
+        with pytest.raises(WeakSecret, match=r"^AUDIOROUTER_MANAGEMENT_KEY is too predictable"):
             await store.keys.ensure_bootstrap("x" * 64)
         # a weak key an older version registered stops working when this version refuses it
         from audiorouter.store.keys import hash_secret
@@ -202,10 +202,10 @@ def current_window_start(reset: str, now: datetime) -> datetime:
 
 @pytest.mark.parametrize("reset", ["daily", "weekly", "monthly"])
 def test_spend_resets_at_the_window_boundary_and_not_before(gw, upstream, reset):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if now.hour == 23 and now.minute >= 58:
         time.sleep(150)  # not across midnight UTC: the boundary would move under the test
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     key, data = gw.create_key(limit=0.05, limit_reset=reset)
     start = current_window_start(reset, now)
 

@@ -6,7 +6,7 @@ import secrets
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -16,7 +16,7 @@ from test_keys_support import clean_environ, cli, gateway_env, gw  # noqa: F401 
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_health_open_and_missing_key_in_both_dialects(gw):
@@ -89,7 +89,7 @@ def test_key_changes_apply_to_the_very_next_request(gw):
                            headers=gw.auth()).status_code == 200
     assert gw.speak(secret, "Hello there.").status_code == 200
     assert gw.client.get("/api/v1/key", headers=gw.auth(secret)).status_code == 429
-    soon = _iso(datetime.now(timezone.utc) + timedelta(seconds=2))  # whole seconds: 1 to 2 s from now
+    soon = _iso(datetime.now(UTC) + timedelta(seconds=2))  # whole seconds: 1 to 2 s from now
     assert gw.client.patch(f"/api/v1/keys/{h}", json={"expires_at": soon, "rate_limit_rpm": None},
                            headers=gw.auth()).status_code == 200
     assert gw.client.get("/api/v1/key", headers=gw.auth(secret)).status_code == 200
@@ -99,7 +99,7 @@ def test_key_changes_apply_to_the_very_next_request(gw):
 
 
 def test_expired_key_gets_401_with_a_clear_message(gw):
-    expiry = datetime.now(timezone.utc) + timedelta(seconds=2)
+    expiry = datetime.now(UTC) + timedelta(seconds=2)
     secret, data = gw.create_key(expires_at=_iso(expiry))
     assert data["expires_at"].startswith(_iso(expiry)[:19])
     deadline = time.time() + 30
@@ -196,7 +196,7 @@ def test_cli_create_list_disable_share_the_store(gw):
     bad = cli(env, "keys", "create", "--limit-reset", "hourly")
     assert bad.returncode != 0 and "--limit-reset" in (bad.stderr + bad.stdout)
     cur = cli(env, "db", "current")
-    assert cur.returncode == 0 and "0001" in cur.stdout
+    assert cur.returncode == 0 and "0002" in cur.stdout  # the latest migration (0002: batch jobs)
 
 
 # ---- auth modes (their own servers) -------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_non_loopback_without_auth_refuses_to_start_unless_forced(tmp_path):
     ({"AUDIOROUTER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, "cannot reach Redis"),
 ])
 def test_unusable_store_fails_fast_with_a_clear_message(tmp_path, env, says):
-    port, proc = _serve({**gateway_env(tmp_path), **env})
+    _port, proc = _serve({**gateway_env(tmp_path), **env})
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode != 0 and says in out
     assert "hunter2secret" not in out  # a password in the URL is never printed
@@ -290,7 +290,7 @@ def test_unusable_store_fails_fast_with_a_clear_message(tmp_path, env, says):
 
 def test_start_sweeps_nothing_it_should_not(gw):
     """A gateway restart over the same store keeps keys and their usage."""
-    secret, data = gw.create_key(limit=1)
+    secret, _data = gw.create_key(limit=1)
     r = gw.speak(secret, "Keep me.")
     assert r.status_code == 200
     before = gw.key_info(secret)

@@ -2,7 +2,7 @@
 analytics (activity) and byok calls parse our answers into its own models, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from openrouter import OpenRouter, errors
@@ -19,7 +19,7 @@ def sdk(gw, key: str) -> OpenRouter:
 
 def test_api_keys_lifecycle_with_the_sdk(gw):
     admin = sdk(gw, gw.mgmt)
-    expires = (datetime.now(timezone.utc) + timedelta(days=3)).replace(microsecond=0)
+    expires = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
     made = admin.api_keys.create(name="sdk key", limit=0.5, limit_reset="monthly", expires_at=expires,
                                  include_byok_in_limit=True)
     assert made.key.startswith("sk-ar-v1-")

@@ -80,7 +80,7 @@ class PgDatabase:
         self.name = f"ar_test_{secrets.token_hex(6)}"
         self.url = _pg_dsn(PG_ADMIN_URL, self.name)
 
-    def create(self) -> "PgDatabase":
+    def create(self) -> PgDatabase:
         try:
             asyncio.run(_pg(f'CREATE DATABASE "{self.name}"'))
         except Exception as e:
@@ -112,7 +112,7 @@ class RedisPrefix:
     def __init__(self) -> None:
         self.prefix = f"ar-test-{secrets.token_hex(6)}:"
 
-    def check(self) -> "RedisPrefix":
+    def check(self) -> RedisPrefix:
         import redis
         try:
             redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
@@ -161,7 +161,7 @@ class Gateway:
         self.url = self.proc.url
         self.client = httpx.Client(base_url=self.url, timeout=120)
 
-    def restart(self) -> "Gateway":
+    def restart(self) -> Gateway:
         """A new process on a new port over the same store."""
         self.client.close()
         self.proc.stop()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from conftest import DEV_AUDIO
-from test_keys_support import (TTS_PRICE_PER_CHAR, PgDatabase, gw, start_gateway)  # noqa: F401
+from test_keys_support import TTS_PRICE_PER_CHAR, PgDatabase, gw, start_gateway  # noqa: F401
 
 TEXT = "The ledger keeps one row per request."
 
@@ -138,7 +138,7 @@ def killable(request, tmp_path):
 
 def test_sigkill_mid_request_leaves_an_incomplete_row(killable):
     gw = killable
-    key, data = gw.create_key(limit=100)
+    key, _data = gw.create_key(limit=100)
     long_text = "A long answer that is still being spoken when the process dies. " * 50
     with httpx.Client(base_url=gw.url, timeout=120) as c:
         with c.stream("POST", "/api/v1/audio/speech", json={"model": "test/priced-tts", "input": long_text},
@@ -211,7 +211,7 @@ class FakeUpstream:
         seen = self.auth
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 n = int(self.headers.get("content-length") or 0)
                 self.rfile.read(n)
                 seen.append(self.headers.get("authorization") or "")
@@ -316,7 +316,7 @@ def upstream_gw(request, tmp_path):
 
 def test_byok_key_is_encrypted_used_first_and_billed_the_fee(upstream_gw):
     gw = upstream_gw
-    key, data = gw.create_key(limit=1)
+    key, _data = gw.create_key(limit=1)
     # without a provider key of its own the model has no provider here
     r = gw.client.post("/api/v1/audio/speech", json={"model": "test/byok-tts", "input": TEXT}, headers=gw.auth(key))
     assert_no_provider(r, "test/byok-tts")
@@ -343,7 +343,7 @@ def test_byok_key_is_encrypted_used_first_and_billed_the_fee(upstream_gw):
     assert byok_secret not in gw.log()
 
     # restricted to another key: not used for this one
-    other, other_data = gw.create_key()
+    _other, other_data = gw.create_key()
     r = gw.client.patch(f"/api/v1/byok/{entry['id']}", json={"allowed_api_key_hashes": [other_data["hash"]]},
                         headers=gw.auth())
     assert r.status_code == 200 and r.json()["data"]["allowed_api_key_hashes"] == [other_data["hash"]]

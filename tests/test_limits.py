@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 
 import httpx
 import pytest
@@ -144,14 +145,14 @@ def test_concurrency_limit_gives_429(gw):
 
 
 def test_limit_windows_reset_at_utc_midnight_monday_and_the_first():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from audiorouter.store.keys import EPOCH, next_reset, window_start
-    t = datetime(2026, 11, 21, 15, 30, tzinfo=timezone.utc)  # a Saturday
-    assert window_start("daily", t) == datetime(2026, 11, 21, tzinfo=timezone.utc)
-    assert window_start("weekly", t) == datetime(2026, 11, 16, tzinfo=timezone.utc)  # Monday
-    assert window_start("monthly", t) == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 21, 15, 30, tzinfo=UTC)  # a Saturday
+    assert window_start("daily", t) == datetime(2026, 11, 21, tzinfo=UTC)
+    assert window_start("weekly", t) == datetime(2026, 11, 16, tzinfo=UTC)  # Monday
+    assert window_start("monthly", t) == datetime(2026, 11, 1, tzinfo=UTC)
     assert window_start(None, t) == EPOCH and next_reset(None, t) is None
-    assert next_reset("daily", t) == datetime(2026, 11, 22, tzinfo=timezone.utc)
-    assert next_reset("weekly", t) == datetime(2026, 11, 23, tzinfo=timezone.utc)
-    assert next_reset("monthly", datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)) == datetime(2027, 1, 1, tzinfo=timezone.utc)
+    assert next_reset("daily", t) == datetime(2026, 11, 22, tzinfo=UTC)
+    assert next_reset("weekly", t) == datetime(2026, 11, 23, tzinfo=UTC)
+    assert next_reset("monthly", datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from audio_factory import decode_bytes, rms
-from wer import normalize
-
 from audiorouter.providers import local_hibari as lh
 from audiorouter.providers.local_hibari import HibariEngine, split_tokens, trim_silence
+from wer import normalize
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "

@@ -271,7 +271,7 @@ def upstream(tmp_path_factory):
 def test_upstream_chunks_fit_limit_and_carry_context(upstream, long_file):
     gw, fake = upstream
     fake.clear()
-    n = int(100 * 16000)
+    n = 100 * 16000
     from audio_factory import decode_bytes
     samples, _ = decode_bytes(long_file["data"])
     part = make_audio(samples[:n], "wav")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -75,7 +74,7 @@ class PeakRSS:
             self.peak = max(self.peak, rss(self.pid))
             self._stop.wait(0.01)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start = rss(self.pid)
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -137,7 +136,7 @@ def test_longer_than_claimed_is_chunked_from_the_spool(gw):
 def test_hours_behind_a_10_s_header_cost_bounded_memory(gw, concurrent):
     """10 h of frames behind a 10 s header: a 413 naming the limit, and the server's memory grows by far
     less than the 460 MB of float32 that decoding to the limit in memory held (per request)."""
-    s, fake = gw
+    s, _fake = gw
     data = lying_flac(10 * 3600, 10)
     assert len(data) < 200_000
     post(s, lying_flac(20, 10))  # warm: the first decode loads what every later one uses

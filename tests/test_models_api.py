@@ -39,7 +39,7 @@ def test_model_fields(client, path):
     ids = [m["id"] for m in models]
     assert len(ids) == len(set(ids))
     for m in models:
-        assert MODEL_FIELDS <= set(m), MODEL_FIELDS - set(m)
+        assert set(m) >= MODEL_FIELDS, MODEL_FIELDS - set(m)
         assert ID.match(m["id"]), m["id"]
         assert m["canonical_slug"] == m["id"]
         assert isinstance(m["name"], str) and m["name"]
@@ -47,8 +47,12 @@ def test_model_fields(client, path):
         assert isinstance(m["description"], str) and m["description"]
         arch = m["architecture"]
         kind = arch["output_modalities"]
-        assert kind in (["transcription"], ["speech"]), kind
-        if kind == ["transcription"]:
+        assert kind in (["transcription"], ["speech"], ["text"], ["text", "audio"]), kind
+        if "text" in kind:  # chat models (api/chat.py): text out, and audio where they speak
+            assert arch["input_modalities"][0] == "text" and set(arch["input_modalities"]) <= {"text", "audio"}
+            assert {"messages", "stream", "provider"} <= set(m["supported_parameters"])
+            assert ("modalities" in m["supported_parameters"]) == ("audio" in kind)
+        elif kind == ["transcription"]:
             assert arch["input_modalities"] == ["audio"] and arch["modality"] == "audio->text"
             assert m["supported_voices"] is None
             assert {"language", "response_format"} <= set(m["supported_parameters"])
@@ -104,7 +108,8 @@ def test_filter_transcription_and_speech(client):
     assert stt and tts
     assert all(m["architecture"]["output_modalities"] == ["transcription"] for m in stt)
     assert all(m["architecture"]["output_modalities"] == ["speech"] for m in tts)
-    assert {m["id"] for m in stt} | {m["id"] for m in tts} == {m["id"] for m in every}
+    chat = _models(client, output_modalities="text")
+    assert {m["id"] for m in stt} | {m["id"] for m in tts} | {m["id"] for m in chat} == {m["id"] for m in every}
     assert not {m["id"] for m in stt} & {m["id"] for m in tts}
 
 
@@ -112,6 +117,8 @@ def test_filter_transcription_and_speech(client):
                                    ""])
 def test_filter_lists_and_all(client, value):
     every = {m["id"] for m in _models(client)}
+    if value not in ("all", ""):  # chat models output text (and audio), not "speech" or "transcription"
+        every -= {m["id"] for m in _models(client, output_modalities="text")}
     assert {m["id"] for m in _models(client, output_modalities=value)} == every
 
 

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from starlette.requests import Request
 
 from asgi_request import chunked_request
-
 from audiorouter.api import multipart, parsing
 from audiorouter.core.errors import GatewayError
 
@@ -81,7 +80,7 @@ def form(parts: list[tuple[list[tuple[str, str]], bytes]], boundary: str = "b0un
     for headers, data in parts:
         out.append(b"--" + boundary.encode() + b"\r\n")
         for k, v in headers:
-            out.append(f"{k}: {v}\r\n".encode("utf-8"))
+            out.append(f"{k}: {v}\r\n".encode())
         out.append(b"\r\n" + data + b"\r\n")
     out.append(b"--" + boundary.encode() + close + epilogue)
     return b"".join(out)
@@ -308,11 +307,11 @@ def test_the_python_sdk_sends_bracketed_fields():
     with OpenAI(api_key="x", base_url="http://127.0.0.1:9/v1") as c:
         sent = c._serialize_multipartform({"model": "m", **SDK_EXTRA_BODY})
     flat = [(k, x) for k, v in sent.items() for x in (v if isinstance(v, list) else [v])]
-    assert flat == [("model", "m")] + SDK_FIELDS
+    assert flat == [("model", "m"), *SDK_FIELDS]
 
 
 def test_form_fields_reads_the_sdk_notation():
-    assert parsing.form_fields([("model", "m"), ("file", "ignored")] + SDK_FIELDS) == {
+    assert parsing.form_fields([("model", "m"), ("file", "ignored"), *SDK_FIELDS]) == {
         "model": "m", "models": ["m1", "m2"], "temperature": "0.5", "provider": {
             "order": ["B", "A"], "allow_fallbacks": "false", "max_price": {"audio": "6e-05"},
             "options": {"deepgram": {"smart_format": "true"}}}}

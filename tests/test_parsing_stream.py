@@ -93,14 +93,14 @@ def reference(body: bytes):
     except InvalidRequest as e:
         return ("error", e.status, e.message)
     if not isinstance(data, dict):
-        return ("error", 400, f"body: expected a JSON object, got {parsing._kind(data)}")
+        return ("error", 400, f"body: expected a JSON object, got {parsing.kind(data)}")
     return ("ok", _normalize(data, contract_b64))
 
 
 def scanned(body: bytes, cuts) -> bytearray:
     scan = BodyScanner()
     prev = 0
-    for c in sorted(set(cuts)) + [len(body)]:
+    for c in [*sorted(set(cuts)), len(body)]:
         if c > prev:
             scan.feed(body[prev:c])
             prev = c

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import secrets
 
 import av
@@ -12,8 +13,18 @@ import pytest
 
 from conftest import DEV_AUDIO
 from fakes.deepgram_fake import DeepgramFake
-from fakes.harness import (api_client, assert_not_logged, b64, check_error, check_text_or_subtitles, norm, row,
-                           serve, start_gateway, transcribe)
+from fakes.harness import (
+    api_client,
+    assert_not_logged,
+    b64,
+    check_error,
+    check_text_or_subtitles,
+    norm,
+    row,
+    serve,
+    start_gateway,
+    transcribe,
+)
 
 KEY = "dg-test-" + secrets.token_hex(16)
 LIBRI = "librispeech_test-other_1688-142285-0001.flac"
@@ -86,7 +97,7 @@ def test_language_diarize_keyterms_verbose_json(api, fake, manifest):
     assert {w["speaker"] for w in body["words"]} == {"speaker_0", "speaker_1"}
     # segments are Deepgram's utterances: in order, one speaker each, covering every word
     segs = body["segments"]
-    assert len(segs) >= 2 and all(a["end"] <= b["start"] + 1e-6 for a, b in zip(segs, segs[1:]))
+    assert len(segs) >= 2 and all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(segs))
     assert {s["speaker"] for s in segs} == {"speaker_0", "speaker_1"}
     assert norm(" ".join(s["text"] for s in segs)) == " ".join(ref)
     assert body["language"] == "en"
@@ -263,3 +274,34 @@ def test_no_secret_in_server_log(api, fake, gw):
     speak(api, voice="thalia")
     assert_not_logged(gw, KEY)
 
+
+
+def test_diarized_json_in_openai_shape(api, fake, manifest):
+    """response_format=diarized_json: Deepgram diarizes (utterances with speaker 0/1) and the answer is
+    OpenAI's TranscriptionDiarized, speakers A and B in order of appearance."""
+    r = transcribe_json(api, WAV, "wav", response_format="diarized_json")
+    assert r.status_code == 200, r.text
+    (call,) = listen_calls(fake)
+    assert call.q1("diarize") == "true"
+    body = r.json()
+    assert set(body) == {"task", "duration", "text", "segments", "usage"} and body["task"] == "transcribe"
+    segs = body["segments"]
+    assert next(s["speaker"] for s in segs) == "A" and {s["speaker"] for s in segs} == {"A", "B"}
+    assert all(s["type"] == "transcript.text.segment" and s["start"] <= s["end"] for s in segs)
+    assert norm(" ".join(s["text"] for s in segs)) == norm(row(manifest, WAV)["text"])
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles_carry_the_speakers(api, fake, manifest, fmt):
+    r = transcribe_json(api, WAV, "wav", response_format=fmt, diarize=True)
+    assert r.status_code == 200, r.text
+    text = [ln for ln in r.text.splitlines() if ln and "-->" not in ln and not ln.isdigit() and ln != "WEBVTT"]
+    if fmt == "srt":
+        starts = [ln[:4] for ln in text if ln.startswith("[")]
+        assert starts[0] == "[A] " and set(starts) == {"[A] ", "[B] "}
+        spoken = " ".join(ln[4:] if ln.startswith("[") else ln for ln in text)
+    else:
+        assert all(ln.startswith(("<v A>", "<v B>")) and ln.endswith("</v>") for ln in text)
+        assert text[0].startswith("<v A>") and any(ln.startswith("<v B>") for ln in text)
+        spoken = " ".join(ln[5:-4] for ln in text)
+    assert norm(spoken) == norm(row(manifest, WAV)["text"])

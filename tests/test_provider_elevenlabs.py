@@ -11,8 +11,18 @@ import pytest
 
 from conftest import DEV_AUDIO
 from fakes.elevenlabs_fake import ElevenLabsFake
-from fakes.harness import (api_client, assert_not_logged, b64, check_error, check_text_or_subtitles, norm, row,
-                           serve, start_gateway, transcribe)
+from fakes.harness import (
+    api_client,
+    assert_not_logged,
+    b64,
+    check_error,
+    check_text_or_subtitles,
+    norm,
+    row,
+    serve,
+    start_gateway,
+    transcribe,
+)
 
 KEY = "xi-test-" + secrets.token_hex(16)
 LIBRI = "librispeech_test-other_1688-142285-0003.flac"
@@ -31,7 +41,10 @@ def fake():
 @pytest.fixture(scope="module")
 def gw(fake, tmp_path_factory):
     catalog = {"providers": {"elevenlabs": {"name": "ElevenLabs", "adapter": "elevenlabs", "base_url": fake.url,
-                                            "api_key_env": "AR_TEST_XI_KEY", "timeout_s": 3}}}
+                                            "api_key_env": "AR_TEST_XI_KEY", "timeout_s": 3}},
+               "models": [{"id": "test/scribe-v2", "name": "Scribe v2", "kind": "transcription", "endpoints": [
+                   {"provider": "elevenlabs", "upstream_model": "scribe_v2",
+                    "capabilities": {"word_timestamps": True, "diarization": True, "keyterms": True}}]}]}
     yield from start_gateway(tmp_path_factory.mktemp("gw-elevenlabs"), catalog, AR_TEST_XI_KEY=KEY)
 
 
@@ -240,3 +253,29 @@ def test_no_secret_in_server_log(api, fake, gw):
     transcribe_json(api, LIBRI, "flac")
     api.post("/api/v1/audio/speech", json={"model": TTS, "input": TEXT, "voice": "Rachel"})
     assert_not_logged(gw, KEY)
+
+
+def test_scribe_v2_keyterms_are_one_json_array_field(api, fake):
+    r = transcribe_json(api, "jfk_inaugural_excerpt.flac", "flac", model="test/scribe-v2",
+                        keyterms=["fellow Americans", "Kennedy"])
+    assert r.status_code == 200, r.text
+    (call,) = stt_calls(fake)
+    assert len(call.form["keyterms"]) == 1 and call.info["keyterms"] == ["fellow Americans", "Kennedy"]
+
+
+def test_custom_voice_id_goes_to_the_url_as_it_is(api, fake):
+    r = api.post("/v1/audio/speech", json={"model": "elevenlabs/eleven-flash-v2.5", "input": "Hello there.",
+                                           "voice": {"id": "pNInz6obpgDQGcFmaJgB"}, "response_format": "mp3"})
+    assert r.status_code == 200, r.text
+    (call,) = tts_calls(fake)
+    assert call.path == "/v1/text-to-speech/pNInz6obpgDQGcFmaJgB/stream"
+
+
+def test_diarized_json_in_openai_shape(api, fake, manifest):
+    import openai
+    oc = openai.OpenAI(base_url=api.base_url.join("/v1").__str__(), api_key="unused", max_retries=0)
+    with open(DEV_AUDIO / LIBRI, "rb") as f:
+        t = oc.audio.transcriptions.create(model=STT, file=f, response_format="diarized_json")
+    assert stt_calls(fake)[0].form["diarize"] == ["true"]
+    assert next(s.speaker for s in t.segments) == "A" and {s.speaker for s in t.segments} == {"A", "B"}
+    assert norm(" ".join(s.text for s in t.segments)) == norm(row(manifest, LIBRI)["text"])

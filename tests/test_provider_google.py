@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import itertools
 import json
 import re
 import secrets
@@ -15,8 +16,17 @@ import pytest
 
 from conftest import DEV_AUDIO
 from fakes.google_fake import GoogleFake
-from fakes.harness import (api_client, assert_not_logged, check_error, check_text_or_subtitles, norm, row, serve,
-                           start_gateway, transcribe)
+from fakes.harness import (
+    api_client,
+    assert_not_logged,
+    check_error,
+    check_text_or_subtitles,
+    norm,
+    row,
+    serve,
+    start_gateway,
+    transcribe,
+)
 
 KEY = "gk-test-" + secrets.token_hex(12)
 BAD_KEY = "gk-wrong-" + secrets.token_hex(12)
@@ -113,7 +123,7 @@ def test_verbose_json_words_and_speakers(api, fake, manifest):
     words = body["words"]
     assert [norm(w["word"]) for w in words] == ref
     assert all(0 <= w["start"] <= w["end"] <= body["duration"] + 0.01 for w in words)
-    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+    assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(words))
     assert {w["speaker"] for w in words} == {"speaker_0", "speaker_1"}
     # a segment never mixes speakers, and the segments carry the whole text in order
     assert all(s.get("speaker") in ("speaker_0", "speaker_1") for s in body["segments"])
@@ -121,6 +131,15 @@ def test_verbose_json_words_and_speakers(api, fake, manifest):
     assert body["language"] == "en"
     diar = recognize_calls(fake)[0].json["config"]["features"]["diarizationConfig"]
     assert diar["minSpeakerCount"] <= diar["maxSpeakerCount"]
+
+
+def test_diarized_json_in_openai_shape(api, fake, manifest):
+    r = transcribe_json(api, LIBRI, "flac", response_format="diarized_json")
+    assert r.status_code == 200, r.text
+    assert "diarizationConfig" in recognize_calls(fake)[0].json["config"]["features"]
+    segs = r.json()["segments"]
+    assert segs[0]["speaker"] == "A" and {s["speaker"] for s in segs} == {"A", "B"}
+    assert norm(" ".join(s["text"] for s in segs)) == norm(row(manifest, LIBRI)["text"])
 
 
 def test_speaker_count_options_reach_google(api, fake):
@@ -160,6 +179,30 @@ def test_unsupported_container_is_reencoded_to_flac(api, fake):
     assert r.headers["x-audio-format-detected"] == "aiff"
 
 
+def test_inline_limit_is_measured_on_the_base64_request(api, fake):
+    """Google's 10 MB limit is on the request, whose content is base64: an 8.6 MB WAV (under 10 MB itself,
+    11.5 MB as base64) must be re-encoded, not sent as it is (which Google answers with a 400)."""
+    rate, seconds = 48000, 45
+    t = np.arange(rate * seconds) / rate
+    tone = (np.sin(2 * np.pi * 220 * t) * 0.3 * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as out:
+        st = out.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).reshape(1, -1), format="s16", layout="stereo")
+        frame.rate = rate
+        for p in st.encode(frame):
+            out.mux(p)
+        for p in st.encode(None):
+            out.mux(p)
+    wav = buf.getvalue()
+    assert 7_600_000 < len(wav) < 10_000_000 and len(base64.b64encode(wav)) > 10 * 1024 * 1024
+    r = api.post("/v1/audio/transcriptions", files={"file": ("big.wav", wav, "audio/wav")},
+                 data={"model": "test/chirp-long"})
+    assert r.status_code == 200, r.text
+    (call,) = recognize_calls(fake)
+    assert call.info["container"] == "flac" and len(call.body) <= 10 * 1024 * 1024
+
+
 def test_long_audio_is_recognized_in_chunks_and_stitched(api, fake, manifest):
     # sync recognize takes <= 60 s: the adapter itself cuts longer audio (whatever the gateway sends it)
     total = row(manifest, LONG)["duration_s"]
@@ -186,7 +229,7 @@ def test_long_audio_is_recognized_in_chunks_and_stitched(api, fake, manifest):
         windows.append((offset, c.info["duration"]))
     windows.sort()
     assert abs(windows[0][0]) < 0.01
-    for (o1, d1), (o2, _) in zip(windows, windows[1:]):
+    for (o1, d1), (o2, _) in itertools.pairwise(windows):
         assert abs(o1 + d1 - o2) < 0.01
     starts = [w["start"] for w in r.json()["words"]]
     assert starts == sorted(starts)

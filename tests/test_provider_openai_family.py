@@ -68,7 +68,7 @@ def stt_json(client, model, path=JFK, fmt="flac", **extra):
 
 
 def ts(t: float, sep: str) -> str:
-    ms = int(round(t * 1000))
+    ms = round(t * 1000)
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
 
 
@@ -152,7 +152,8 @@ def test_gpt4o_transcribe_json_only_and_token_usage(client, fakes):
     body = r2.json()
     assert body["usage"]["input_tokens"] == usage["input_tokens"]
     assert body["usage"]["output_tokens"] == usage["output_tokens"]
-    assert body["usage"]["cost"] == pytest.approx(usage["input_tokens"] * 6e-6 + usage["output_tokens"] * 10e-6)
+    # OpenAI's list price (developers.openai.com, 2026-12-07): $2.50/M audio input, $10/M output
+    assert body["usage"]["cost"] == pytest.approx(usage["input_tokens"] * 2.5e-6 + usage["output_tokens"] * 10e-6)
     # srt from a transcript without segments: cues spread over the measured duration
     assert "-->" in r.text and call.info["heard"].text.split()[0] in r.text
 
@@ -257,7 +258,7 @@ def test_unaccepted_container_is_reencoded(client, fakes):
 
 
 def test_headerless_pcm_is_wrapped(client, fakes):
-    samples, rate = _decode(JFK, rate=16000)
+    samples, _rate = _decode(JFK, rate=16000)
     pcm = (samples * 32767).astype("<i2").tobytes()
     r = client.post("/api/v1/audio/transcriptions", json={
         "model": "test/mp3-only", "input_audio": {"data": b64(pcm), "format": "pcm"}})
@@ -341,9 +342,10 @@ def test_mistral_transcription_fields(client, fakes):
                  keyterms=["Open Router", "API"])
     assert r.status_code == 200, r.text
     call = fakes["mistral"].calls[0]
-    assert call.path == "/v1/audio/transcriptions" and call.f1("model") == "voxtral-mini-latest"
-    assert call.f1("language") == "en" and "timestamp_granularities[]" not in call.form
-    assert call.form["context_bias[]"] == ["Open_Router", "API"]
+    assert call.path == "/v1/audio/transcriptions" and call.f1("model") == "voxtral-mini-transcribe-3-0"
+    assert call.f1("language") == "en" and "timestamp_granularities" not in call.form
+    # repeated under the plain name, as Mistral's SDK sends arrays (no `[]`)
+    assert call.form["context_bias"] == ["Open_Router", "API"] and "context_bias[]" not in call.form
     assert "prompt" not in call.form and "response_format" not in call.form
     assert r.headers["x-ignored-parameters"] == "prompt"
     assert r.json()["text"] == call.info["heard"].text
@@ -353,13 +355,41 @@ def test_mistral_segments_and_words(client, fakes):
     r = stt_json(client, "mistralai/voxtral-mini-transcribe", response_format="verbose_json")
     assert r.status_code == 200, r.text
     call = fakes["mistral"].calls[0]
-    assert call.form["timestamp_granularities[]"] == ["segment"]
+    assert call.form["timestamp_granularities"] == ["segment"]
     assert [(s["text"], s["start"], s["end"]) for s in r.json()["segments"]] == call.info["heard"].segments
-    r = stt_json(client, "mistralai/voxtral-mini-transcribe", response_format="verbose_json",
+    # words only from Voxtral 2 (voxtral-mini-2602): the language hint is dropped for them
+    r = stt_json(client, "mistralai/voxtral-mini-2602", response_format="verbose_json",
                  timestamp_granularities=["word"], language="en")
     call = fakes["mistral"].calls[1]
-    assert call.form["timestamp_granularities[]"] == ["word"] and "language" not in call.form
+    assert call.f1("model") == "voxtral-mini-2602"
+    assert call.form["timestamp_granularities"] == ["word"] and "language" not in call.form
     assert [(w["word"], w["start"], w["end"]) for w in r.json()["words"]] == call.info["heard"].words
+
+
+def test_mistral_voxtral3_is_never_asked_for_words(client, fakes):
+    """Voxtral 3 answers `word` with a 400 (Mistral's migration guide): word timestamps on it are refused
+    here, naming the parameter, and nothing reaches Mistral."""
+    r = stt_json(client, "mistralai/voxtral-mini-transcribe", response_format="verbose_json",
+                 timestamp_granularities=["word"])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["metadata"]["param"] == "timestamp_granularities"
+    assert fakes["mistral"].calls == []
+    # without verbose_json the granularity is no requirement: segments come back as segments, never as words
+    r = stt_json(client, "mistralai/voxtral-mini-transcribe", response_format="json", timestamp_granularities=["word"])
+    assert r.status_code == 200, r.text
+    assert fakes["mistral"].calls[0].form["timestamp_granularities"] == ["segment"]
+
+
+def test_mistral_diarized_json(client, fakes):
+    r = stt_json(client, "mistralai/voxtral-mini-transcribe", response_format="diarized_json", language="en")
+    assert r.status_code == 200, r.text
+    call = fakes["mistral"].calls[0]
+    assert call.f1("diarize") == "true" and call.form["timestamp_granularities"] == ["segment"]
+    assert "language" not in call.form  # Mistral takes no language hint with timestamps
+    segs = r.json()["segments"]
+    sent = call.reply_json["segments"]
+    assert [s["speaker"] for s in segs] == ["A" if x["speaker_id"] == "speaker_0" else "B" for x in sent]
+    assert [s["text"] for s in segs] == [x["text"].strip() for x in sent]
 
 
 def test_mistral_speech_streams_float_pcm(client, fakes):
@@ -368,7 +398,7 @@ def test_mistral_speech_streams_float_pcm(client, fakes):
     assert r.status_code == 200, r.text
     assert r.headers["x-provider"] == "mistral"
     call = fakes["mistral"].calls[0]
-    assert call.json == {"model": "voxtral-mini-tts-2603", "input": "Your order shipped this morning.",
+    assert call.json == {"model": "voxtral-mini-tts-3-0", "input": "Your order shipped this morning.",
                          "voice_id": "gb_jane_neutral", "response_format": "pcm", "stream": True}
     out = probe(r.content)
     assert out.container == "wav" and abs(out.duration - call.info["seconds"]) < 0.01
@@ -383,7 +413,7 @@ def test_mistral_speech_streams_float_pcm(client, fakes):
 # ---- OpenRouter as an upstream -------------------------------------------------------------------------------
 def test_openrouter_transcription_is_base64_json(client, fakes):
     r = stt_json(client, "openai/whisper-1", response_format="verbose_json",
-                 provider={"only": ["openrouter"], "options": {"openrouter": {"provider": {"order": ["openai"]}}}})
+                 provider={"only": ["openrouter"], "options": {"openrouter": {"provider": {"data_collection": "deny"}}}})
     assert r.status_code == 200, r.text
     assert r.headers["x-provider"] == "openrouter"
     call = fakes["openrouter"].calls[0]
@@ -391,7 +421,7 @@ def test_openrouter_transcription_is_base64_json(client, fakes):
     assert call.headers["authorization"] == f"Bearer {fakes['openrouter'].api_key}"
     assert call.json["model"] == "openai/whisper-1" and call.json["input_audio"]["format"] == "flac"
     assert sha(call.info["bytes"]) == sha(JFK.read_bytes())
-    assert call.json["response_format"] == "verbose_json" and call.json["provider"] == {"order": ["openai"]}
+    assert call.json["response_format"] == "verbose_json" and call.json["provider"] == {"data_collection": "deny"}
     assert [(s["text"], s["start"], s["end"]) for s in r.json()["segments"]] == call.info["heard"].segments
     assert fakes["openai"].calls == []
 

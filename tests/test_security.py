@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from audiorouter.store.state import is_loopback
 from conftest import ServerProcess, free_port
 from test_keys_support import clean_environ, gateway_env
-from audiorouter.store.state import is_loopback
 
 
 # ---- 1. a public bind is any bind that is not loopback -----------------------------------------------------
@@ -226,7 +226,7 @@ def read_answer(sock: socket.socket, deadline: float, dribble: bytes = b"") -> b
                 dribble = b""
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             break

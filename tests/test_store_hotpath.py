@@ -135,7 +135,7 @@ async def test_changes_by_another_process_are_heard(tmp_path, backend):
     url = backend or f"sqlite:///{tmp_path}/shared.db"
     a, b = await open_store(tmp_path / "a", url), await open_store(tmp_path / "b", url)
     try:
-        row, p = await new_key(b)
+        row, _p = await new_key(b)
         assert not (await a.keys.lookup(TOKENS[row.hash])).disabled  # now cached in a
         await b.keys.update(row.hash, {"disabled": True})
         for _ in range(100):  # NOTIFY arrives within milliseconds; the stamp is seen at the next lookup

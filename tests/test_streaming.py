@@ -125,7 +125,7 @@ class StreamingOpenAIFake(OpenAIFake):
         checked = self.check_transcription(call, task)
         if isinstance(checked, Reply):
             return checked
-        model, fmt, _, info = checked
+        model, _fmt, _, info = checked
         if not model.startswith("gpt-4o"):
             return self.reject(400, "stream is not supported for whisper-1", param="stream")
         heard = hear(self.script, info.duration)

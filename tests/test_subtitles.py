@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import DEV_AUDIO
-from wer import normalize
-
 from audiorouter.audio.subtitles import LINE_CHARS, MAX_CUE_SECONDS, MAX_LINES, to_srt, to_vtt
 from audiorouter.core.types import Segment, Transcript, Word
+from conftest import DEV_AUDIO
+from wer import normalize
 
 CLIPS = [
     ("librispeech_test-other_2609-156975-0007.flac", "en"),   # 20 s, long sentences
@@ -39,7 +38,7 @@ def _seconds(h, m, s, ms) -> float:
 def parse_srt(text: str) -> list[Cue]:
     assert text.endswith("\n")
     cues = []
-    blocks = [b for b in text.strip("\n").split("\n\n")]
+    blocks = list(text.strip("\n").split("\n\n"))
     for i, block in enumerate(blocks, 1):
         lines = block.split("\n")
         assert lines[0] == str(i), block  # sequential numbering from 1

@@ -1,12 +1,11 @@
-"""core/text.py and the speech text splitters built on it: every word kept, in order, no piece over the limit."""
+"""core/text.py and the speech text splitter built on it (the one splitter: the speech job and every adapter
+use it): every word kept, in order, no piece over the limit."""
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiorouter.core.text import pack
-from audiorouter.providers.deepgram import split_text as deepgram_split
-from audiorouter.routing.longform import split_text
+from audiorouter.core.text import pack, split_text
 
 WORDS = st.lists(st.text(alphabet="abcdefghij", min_size=1, max_size=30), max_size=40)
 PUNCT = st.sampled_from(["", ",", ".", ";", "!", "?"])
@@ -21,12 +20,11 @@ def test_pack_is_greedy():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.text(alphabet="abcdefghij", min_size=1, max_size=30), PUNCT), min_size=1, max_size=40),
        st.integers(min_value=5, max_value=80))
-def test_splitters_keep_every_character_and_respect_the_limit(words, limit):
+def test_splitter_keeps_every_character_and_respects_the_limit(words, limit):
     text = " ".join(w + p for w, p in words)
-    for split in (split_text, deepgram_split):
-        pieces = split(text, limit)
-        assert all(0 < len(p) <= limit for p in pieces), (split, pieces)
-        assert "".join("".join(pieces).split()) == "".join(text.split())  # nothing lost, doubled or moved
+    pieces = split_text(text, limit)
+    assert all(0 < len(p) <= limit for p in pieces), pieces
+    assert "".join("".join(pieces).split()) == "".join(text.split())  # nothing lost, doubled or moved
 
 
 @settings(max_examples=100, deadline=None)

@@ -68,10 +68,20 @@ def _after_sync(obj, attr: str, name: str, before: str | None = None) -> None:
     setattr(obj, attr, wrapped)
 
 
+def _before(obj, attr: str, name: str) -> None:
+    fn = getattr(obj, attr)
+
+    @functools.wraps(fn)
+    async def wrapped(*a, **kw):
+        mark(name)
+        return await fn(*a, **kw)
+    setattr(obj, attr, wrapped)
+
+
 def install() -> None:
     from audiorouter.api import app as app_mod
     from audiorouter.api import auth, speech, transcriptions
-    from audiorouter.providers import fasthttp
+    from audiorouter.providers import upstream_client
 
     outer = app_mod.GenerationIdMiddleware.__call__
 
@@ -94,23 +104,13 @@ def install() -> None:
     _after(transcriptions, "parse_transcription", "body parsed")
     _after_sync(speech, "speech_from_json", "body parsed")
     _after(transcriptions, "open_job", "audio prepared")
-    _after_sync(fasthttp._Conn, "begin", "upstream request started")  # the head and body are written right after
-    _after(fasthttp.FastTransport, "_exchange", "upstream answered")
+    _before(upstream_client, "request", "upstream request started")  # body encoded, handed to the client
+    _after(upstream_client, "request", "upstream answered")  # the answer's head (and a small body) read
     _after_sync(transcriptions, "render_transcript", "answer rendered", before="result settled")
 
 
 if OUT:
     install()
-
-
-def _before(obj, attr: str, name: str) -> None:
-    fn = getattr(obj, attr)
-
-    @functools.wraps(fn)
-    async def wrapped(*a, **kw):
-        mark(name)
-        return await fn(*a, **kw)
-    setattr(obj, attr, wrapped)
 
 
 def install_detail() -> None:
@@ -132,12 +132,12 @@ def install_detail() -> None:
                     yield gen
             return cm()
         mod.track = probed
-    from audiorouter.providers.fasthttp import FastResponse
-    from audiorouter.routing.longform import TranscriptionJob
+    from audiorouter.jobs.transcription import TranscriptionJob
+    from audiorouter.providers.upstream_client import UpstreamResponse
 
     _before(Router, "run", "route planned")
     _before(HTTPProvider, "send", "adapter request built")
-    _after(FastResponse, "aread", "upstream body read")
+    _after(UpstreamResponse, "aread", "upstream body read")
     _after(Router, "run", "router returned")
     _after(TranscriptionJob, "run", "job returned")
 

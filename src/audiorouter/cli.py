@@ -37,8 +37,10 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, 
     application = create_app(s)
     _preload_vad(s, application.state.services.router.catalog)
     from .api.protocol import guarded_protocol  # httptools with read deadlines and connection caps
+    from .core.logs import log_config  # text or JSON lines (AUDIOROUTER_LOG_FORMAT), with the generation id
     uvicorn.run(application, host=host or s.host, port=port or s.port, log_level=log_level or s.log_level,
-                loop="uvloop", http=guarded_protocol(s), access_log=False)
+                loop="uvloop", http=guarded_protocol(s), access_log=False,
+                log_config=log_config(s.log_format, log_level or s.log_level))
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
@@ -86,7 +88,7 @@ def _preload_vad(settings, catalog) -> None:
     first long request (model + onnxruntime: ~40 MB and a few hundred ms). AUDIOROUTER_PRELOAD_VAD=true/false
     decides; unset, it follows AUDIOROUTER_PRELOAD."""
     want = settings.preload if settings.preload_vad is None else settings.preload_vad
-    from .routing.longform import chunking_possible
+    from .jobs.transcription import chunking_possible
     if want and chunking_possible(settings, catalog):
         from .audio.chunking import load_vad
         load_vad()
@@ -109,29 +111,52 @@ async def _close(router) -> None:
 
 
 @app.command()
-def transcribe(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="audio files"),
+def transcribe(files: list[Path] = typer.Argument(..., exists=True, help="audio files (folders with --async)"),
                fmt: str = typer.Option("text", "--format", "-f", help="text | json | verbose_json | srt | vtt"),
                model: str = typer.Option("local/whisper-base", "--model", "-m"),
                language: str = typer.Option(None, "--language", "-l"),
                translate: bool = typer.Option(False, "--translate", help="translate to English"),
                output_dir: Path = typer.Option(None, "--output-dir", "-o",
-                                               help="write <name>.<format> files here instead of stdout")) -> None:
-    """Transcribe audio files (progress bar on long files)."""
+                                               help="write <name>.<format> files here instead of stdout"),
+               cache: bool = typer.Option(True, "--cache/--no-cache",
+                                          help="use the transcript cache (AUDIOROUTER_CACHE_TTL_S)"),
+               run_async: bool = typer.Option(False, "--async",
+                                              help="submit batch jobs to a running server (needs -o); folders allowed"),
+               server: str = typer.Option("http://127.0.0.1:8000", "--server", "-s", envvar="AUDIOROUTER_SERVER",
+                                          help="gateway URL (with --async)"),
+               api_key: str = typer.Option(None, "--api-key",
+                                           help="API key for --async (default: AUDIOROUTER_API_KEY)"),
+               ) -> None:
+    """Transcribe audio files of any length (cut at pauses where needed; progress bar on long files).
+
+    With --async the files (or every audio file in the folders given) become batch jobs on a running server;
+    results are written to the --output-dir as they finish."""
+    if run_async:
+        from .cli_jobs import audio_files, submit_files
+        if output_dir is None:
+            raise typer.BadParameter("--async needs --output-dir")
+        found = audio_files(files)
+        if not found:
+            typer.echo("error: no audio files found", err=True)
+            raise typer.Exit(2)
+        raise typer.Exit(1 if submit_files(found, output_dir, fmt, model, language, server, api_key) else 0)
+    if dirs := [str(f) for f in files if f.is_dir()]:
+        raise typer.BadParameter(f"{', '.join(dirs)} is a folder: give files, or use --async for folders")
     import orjson
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-    from .api.audio_input import prepare
     from .api.render import transcript_payload
     from .audio.subtitles import to_srt, to_vtt
     from .core.errors import GatewayError
-    from .core.types import TRANSCRIPT_FORMATS, Audio, TranscriptionRequest
-    from .audio.sniff import canonical
+    from .core.types import TRANSCRIPT_FORMATS, TranscriptionRequest
+    from .jobs.transcription import OFF, USE, TranscriptCache, TranscriptionJob, audio_from_path
 
     if fmt not in TRANSCRIPT_FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(TRANSCRIPT_FORMATS)}")
     err = Console(stderr=True)
     router = _engine()
+    store = TranscriptCache.from_settings(router.settings) if cache else None
 
     async def run() -> int:
         failures = 0
@@ -140,19 +165,26 @@ def transcribe(files: list[Path] = typer.Argument(..., exists=True, dir_okay=Fal
                           TimeRemainingColumn(), console=err, transient=True) as progress:
                 for path in files:
                     req = TranscriptionRequest(model=model, task="translate" if translate else "transcribe",
-                                               audio=Audio(path.read_bytes(), declared_format=canonical(path.suffix)),
-                                               language=language, response_format=fmt,
-                                               timestamp_granularities=["word", "segment"] if fmt in ("srt", "vtt") else ["segment"])
+                                               audio=audio_from_path(path), language=language, response_format=fmt,
+                                               timestamp_granularities=["word", "segment"] if fmt in ("srt", "vtt")
+                                               else ["segment"])
+                    job = TranscriptionJob(router, req, "file", router.settings, cache=store,
+                                           cache_mode=USE if store is not None else OFF)
                     try:
-                        prepared, _ = await prepare(req.audio, "file")
-                        task = progress.add_task(path.name, total=max(prepared.duration, 0.01))
-                        result = await router.transcribe(
-                            req, prepared, progress=lambda t, task=task: progress.update(task, completed=t))
-                        progress.update(task, completed=prepared.duration)
+                        await job.prepare()
+                        total = max(job.duration or 0.0, 0.01)
+                        task = progress.add_task(path.name, total=total)
+
+                        def advance(t: float, task: TaskID = task) -> None:
+                            progress.update(task, completed=t)
+                        result = await job.run(progress=advance)
+                        progress.update(task, completed=total)
                     except GatewayError as e:
                         err.print(f"[red]{path}: {e.message}[/red]")
                         failures += 1
                         continue
+                    finally:
+                        job.close()
                     t = result.transcript
                     if fmt == "text":
                         out = t.text + "\n"
@@ -173,6 +205,8 @@ def transcribe(files: list[Path] = typer.Argument(..., exists=True, dir_okay=Fal
                         sys.stdout.write(out)
                         sys.stdout.flush()
         finally:
+            if store is not None:
+                await store.aclose()
             await _close(router)
         return failures
 
@@ -186,12 +220,13 @@ def speak(text: str = typer.Argument(..., help="text to speak, or - to read stdi
           model: str = typer.Option("local/hibari", "--model", "-m"),
           speed: float = typer.Option(1.0, "--speed", min=0.25, max=4.0),
           fmt: str = typer.Option(None, "--format", "-f", help="mp3 | wav | flac | opus | aac | pcm")) -> None:
-    """Synthesize speech to a file."""
+    """Synthesize speech to a file (text of any length: split at sentences where an endpoint needs it)."""
     from rich.console import Console
 
-    from .api.speech import encoded
     from .core.errors import GatewayError
     from .core.types import SPEECH_FORMATS, SpeechRequest
+    from .jobs.speech import encoded
+    from .jobs.speech import speak as speak_job
 
     if text == "-":
         text = sys.stdin.read()
@@ -205,8 +240,8 @@ def speak(text: str = typer.Argument(..., help="text to speak, or - to read stdi
 
     async def run() -> int:
         try:
-            result = await router.speak(SpeechRequest(model=model, input=text, voice=voice, response_format=fmt,
-                                                      speed=speed))
+            result = await speak_job(router, SpeechRequest(model=model, input=text, voice=voice, response_format=fmt,
+                                                           speed=speed))
             size = 0
             with open(output, "wb") as f:
                 async for chunk in encoded(result, fmt):
@@ -241,14 +276,18 @@ def models(kind: str = typer.Option(None, "--kind", help="transcription | speech
     for m in router.catalog.models.values():
         if kind and m.kind != kind:
             continue
-        provs = ", ".join(f"{e.provider}{'*' if router.usable(e) else ''}" for e in router._endpoints(m))
+        provs = ", ".join(f"{e.provider}{'*' if router.usable(e) else ''}" for e in router.endpoints(m))
         table.add_row(m.id, m.kind, provs, ", ".join(m.voices[:6]) + (" ..." if len(m.voices) > 6 else ""))
     Console().print(table)
 
 
+from .cli_jobs import jobs_app, worker  # noqa: E402
 from .cli_keys import db_app, keys_app  # noqa: E402
+
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.command("worker")(worker)
+app.add_typer(jobs_app, name="jobs")
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import typer
 
@@ -52,8 +53,8 @@ def _expiry(value: str | None) -> datetime | None:
     except ValueError:
         raise typer.BadParameter("expected an ISO 8601 timestamp like 2027-01-31T23:59:59Z",
                                  param_hint="--expires-at") from None
-    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-    if t <= datetime.now(timezone.utc):
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    if t <= datetime.now(UTC):
         raise typer.BadParameter("is in the past", param_hint="--expires-at")
     return t
 
@@ -92,7 +93,7 @@ def list_(all_: bool = typer.Option(False, "--all", help="include disabled and e
     from .store.models import to_usd
 
     rows = _run(lambda keys: keys.list(include_disabled=all_, include_expired=all_, offset=0, limit=10_000))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for r in rows:
         state = "disabled" if r.disabled else ("expired" if r.expires_at and r.expires_at <= now else "active")
         if as_json:

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # cost ~5 % of a relayed speech request's CPU
     opentelemetry: bool = False
 
-    # long audio (routing/longform.py): audio longer than this, or than the serving endpoint's limits, is
+    # long audio (jobs/transcription.py): audio longer than this, or than the serving endpoint's limits, is
     # split at silences and the chunks transcribed `chunk_concurrency` at a time (0 = local workers, or 4
     # for upstream providers); each chunk gets the previous chunk's text as prompt where supported
     chunk_seconds: float = 180.0
@@ -72,10 +72,9 @@ class Settings(BaseSettings):
     chunk_context: bool = True
     tmp_dir: str | None = None  # where decoded long audio is spilled (default: the system temp dir)
 
-    # transcript cache (cache.py): SQLite in cache_dir, or Redis when redis_url is set; ttl 0 disables
+    # transcript cache (store/transcript_cache.py): SQLite in cache_dir, or Redis when redis_url is set; ttl 0 disables
     cache_ttl_s: int = 7 * 24 * 3600
     cache_path: Path | None = None  # the SQLite file (default: cache_dir/transcripts.db)
-    redis_url: str | None = None
 
     # input_audio.url (api/url_input.py)
     url_fetch: bool = True
@@ -86,6 +85,10 @@ class Settings(BaseSettings):
     url_fetch_max_redirects: int = 5
 
     log_level: str = "info"
+    # observability (api/metrics.py, core/logs.py, docs/observability.md): Prometheus /metrics (management key
+    # when auth is on) and request metrics; logs as text or one JSON object per line, with the generation id
+    metrics: bool = True
+    log_format: str = "text"  # text | json
 
     # connections (api/protocol.py, `serve`): what one slow or greedy client can hold
     header_timeout_s: float = 10.0  # a request's head must be complete this long after its first byte (408)
@@ -103,7 +106,8 @@ class Settings(BaseSettings):
     database_url: str | None = None  # postgresql://user@host/db or sqlite:///path; default sqlite in data_dir
     # SQLite: how long a write waits for another process' lock before the request answers 503 + Retry-After
     db_busy_timeout_s: float = 5.0
-    redis_url: str | None = None  # redis://host:6379/0: rate limits and concurrency shared by all replicas
+    # redis://host:6379/0: rate limits and concurrency shared by all replicas, and the transcript cache
+    redis_url: str | None = None
     redis_prefix: str = "audiorouter:"
     migrate_on_start: bool = True
     require_auth: bool = False  # demand a key even before any key exists
@@ -121,6 +125,21 @@ class Settings(BaseSettings):
     # the ledger writer gathers a batch for up to this long before its transaction (unless someone waits for
     # it): fewer, bigger transactions; a hard kill can lose the last window's rows
     ledger_linger_ms: float = 10.0
+
+    # batch jobs (jobs/batch.py, docs/deployment.md "Batch jobs"): the queue (huey: SQLite file in data_dir, or
+    # redis://), the audio store (a directory in data_dir, or s3://bucket/prefix), and the worker lease
+    jobs_queue_url: str | None = None
+    jobs_store_url: str | None = None
+    jobs_s3_endpoint_url: str | None = None  # S3-compatible service (MinIO, R2, ...); credentials: AWS_* variables
+    jobs_lease_s: float = 60.0  # a job whose worker stops renewing its lease this long is picked up again
+    jobs_max_attempts: int = 3  # workers that died running one job before it fails
+    jobs_in_process: int | None = None  # job threads inside `serve` (None: 1 with the SQLite queue, else 0)
+    jobs_concurrency: int = 1  # jobs one `audiorouter worker` runs at once
+    jobs_retention_s: float = 7 * 24 * 3600.0  # audio and results are deleted this long after a job ends
+    jobs_max_upload_bytes: int = 2 * 1024 ** 3
+    jobs_shutdown_grace_s: float = 25.0  # SIGTERM: running jobs get this long to finish, then are handed back
+    webhook_timeout_s: float = 10.0
+    webhook_retry_window_s: float = 6 * 3600.0  # failed deliveries are retried with backoff for this long (>= 1 h)
 
 
 @lru_cache(maxsize=1)

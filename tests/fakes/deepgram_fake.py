@@ -32,7 +32,10 @@ SPEAK_PARAMS = {"model", "encoding", "container", "sample_rate", "bit_rate", "ca
                 "mip_opt_out", "tag"}
 CONTAINERS = {"linear16": {"wav", "none"}, "mulaw": {"wav", "none"}, "alaw": {"wav", "none"},
               "opus": {"ogg", "none"}, "mp3": {"none"}, "flac": {"none"}, "aac": {"none"}}
-RAW_RATES = {8000, 16000, 24000, 32000, 48000}
+# Sample rates Deepgram's TTS "Audio Format Combinations" table allows per encoding (checked 2026-12-07,
+# https://developers.deepgram.com/docs/tts-media-output-settings); mp3, opus and aac take none.
+RATES = {"linear16": {8000, 16000, 24000, 32000, 48000}, "mulaw": {8000, 16000}, "alaw": {8000, 16000},
+         "flac": {8000, 16000, 22050, 32000, 48000}}
 SECONDS_PER_CHAR = 0.05
 MAX_CHARS = 2000
 
@@ -88,7 +91,7 @@ class DeepgramFake(RawFaults, FakeServer):
         ctype = call.headers.get("content-type", "")
         if ctype.startswith("application/json"):
             return self.reject(400, "Bad Request: a JSON body must contain a url to transcribe.")
-        if not (ctype.startswith("audio/") or ctype.startswith("video/") or ctype == "application/octet-stream"):
+        if not (ctype.startswith(("audio/", "video/")) or ctype == "application/octet-stream"):
             return self.reject(415, f"Unsupported Content-Type: {ctype}", "UNSUPPORTED_MEDIA_TYPE")
         if not call.body:
             return self.reject(400, "Bad Request: the request body is empty.")
@@ -157,8 +160,7 @@ class DeepgramFake(RawFaults, FakeServer):
         if container is not None and container not in CONTAINERS[enc]:
             return self.reject(400, f"Container {container} is not supported with encoding {enc}.",
                                "UNSUPPORTED_AUDIO_FORMAT")
-        if rate_q is not None and (enc in ("mp3", "opus", "aac") or not rate_q.isdigit()
-                                   or int(rate_q) not in RAW_RATES):
+        if rate_q is not None and (enc not in RATES or not rate_q.isdigit() or int(rate_q) not in RATES[enc]):
             return self.reject(400, f"sample_rate {rate_q} is not supported with encoding {enc}.",
                                "UNSUPPORTED_AUDIO_FORMAT")
         if bit_rate is not None and (enc not in ("mp3", "opus", "aac")
@@ -172,7 +174,8 @@ class DeepgramFake(RawFaults, FakeServer):
         text = call.json["text"]
         if len(text) > MAX_CHARS:
             return self.reject(413, f"Text exceeds the {MAX_CHARS} character limit.", "TEXT_TOO_LONG")
-        rate = int(rate_q) if rate_q else (22050 if enc in ("mp3", "aac") else 48000 if enc == "opus" else 24000)
+        rate = int(rate_q) if rate_q else (22050 if enc in ("mp3", "aac") else 48000 if enc in ("opus", "flac")
+                                           else 24000)
         samples = tone(max(0.3, SECONDS_PER_CHAR * len(text)), rate)
         if enc == "linear16":
             data = s16(samples) if container == "none" else encode_audio(samples, rate, "wav")

@@ -2,7 +2,9 @@
 
 POST /v1/speech-to-text: multipart with model_id (scribe_v1 | scribe_v1_experimental | scribe_v2), file,
     language_code, tag_audio_events, num_speakers, timestamps_granularity, diarize, diarization_threshold,
-    file_format (pcm_s16le_16 | other), temperature, seed, keyterms (scribe_v2). Answer {language_code
+    file_format (pcm_s16le_16 | other), temperature, seed, keyterms (scribe_v2: one field holding a JSON
+    array of strings, as issue 16 read the current elevenlabs-python SDK; the stored SDK copies we could read
+    (raw_client.py, scribe_v1 era) passed a list in `data`). Answer {language_code
     (ISO 639-3), language_probability, text, words: [{text, start, end, type: word | spacing | audio_event,
     speaker_id, logprob}], transcription_id, audio_duration_secs}.
 POST /v1/text-to-speech/{voice_id}/stream?output_format=mp3_44100_128 | pcm_24000 | ...: JSON {text,
@@ -12,6 +14,7 @@ Auth: `xi-api-key`. Errors: {"detail": {"status", "message"}}; validation (422):
 "msg"}]}, FastAPI's shape."""
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from typing import Any
@@ -99,6 +102,15 @@ class ElevenLabsFake(RawFaults, FakeServer):
             return self.invalid("temperature", "Input should be a valid number")
         if "keyterms" in call.form and form["model_id"] != "scribe_v2":
             return self.invalid("keyterms", "keyterms are only supported by scribe_v2")
+        if "keyterms" in call.form:  # one field holding a JSON array of strings (<= 100 terms, < 50 chars each)
+            try:
+                terms = json.loads(call.form["keyterms"][0]) if len(call.form["keyterms"]) == 1 else None
+            except ValueError:
+                terms = None
+            if not isinstance(terms, list) or not 0 < len(terms) <= 100 \
+                    or not all(isinstance(t, str) and 0 < len(t) < 50 for t in terms):
+                return self.invalid("keyterms", "Input should be one JSON array of at most 100 strings")
+            call.info["keyterms"] = terms
         if "file" not in call.files:
             return self.reject(400, "Exactly one of file or cloud_storage_url must be provided.", "invalid_parameters")
         _, _, data = call.files["file"]

@@ -4,7 +4,7 @@ real shapes.
 
 POST /v2/projects/{project}/locations/{location}/recognizers/{recognizer}:recognize
     JSON {config: {autoDecodingConfig | explicitDecodingConfig, model, languageCodes, features}, content}
-    (content = base64 audio, at most 10 MB and 60 s). Answer {results: [{alternatives: [{transcript,
+    (content = base64 audio; the whole request at most 10 MB, so about 7.5 MB of audio, and 60 s). Answer {results: [{alternatives: [{transcript,
     confidence, words: [{startOffset, endOffset, word, speakerLabel}]}], resultEndOffset, languageCode}],
     metadata}; durations are protobuf JSON strings ("1.500s").
 POST /v1beta/models/{model}:generateContent
@@ -71,7 +71,7 @@ _manifest_lock = threading.Lock()
 
 def reference(sha: str) -> dict[str, Any] | None:
     """The manifest row of the dev-set file with these bytes, if any."""
-    global _manifest
+    global _manifest  # noqa: PLW0603 - loaded once, on first use
     with _manifest_lock:
         if _manifest is None:
             _manifest = {}
@@ -238,7 +238,7 @@ class GoogleFake(RawFaults, FakeServer):
             audio = base64.b64decode(body["content"], validate=True)
         except ValueError:
             return self.reject(400, "Invalid value at 'content' (TYPE_BYTES), Base64 decoding failed.")
-        if len(audio) > 10 * 1024 * 1024:
+        if len(call.body) > 10 * 1024 * 1024:  # the limit is on the request (base64 text), not the audio bytes
             return self.reject(400, "Request payload size exceeds the limit: 10485760 bytes.")
         try:
             info = measure(call, audio)

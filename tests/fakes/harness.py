@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import yaml
@@ -41,7 +42,7 @@ def write_catalog(path: Path, providers: dict[str, Any], models: list[dict[str, 
 
 
 def gateway_env(catalog: Path, tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: "" for k in PROVIDER_KEY_ENVS}
+    env = dict.fromkeys(PROVIDER_KEY_ENVS, "")
     env.update({
         "AUDIOROUTER_CATALOG": str(catalog),
         "AUDIOROUTER_LOCAL_SUBSTITUTE": "false",

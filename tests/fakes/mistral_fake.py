@@ -1,11 +1,16 @@
 """A fake Mistral audio API (https://docs.mistral.ai/api/#tag/audio) on 127.0.0.1.
 
+Request shapes follow Mistral's Python SDK (mistralai/client-python, Speakeasy-generated, 2026: array form
+fields are repeated under their plain name, no `[]`) and "Migrate from Voxtral 2" (docs.mistral.ai, read
+2026-12-07: Voxtral 3 answers word timestamps with a 400).
+
 POST /v1/audio/transcriptions: multipart with `file` (or file_url / file_id), `model`, `language`,
-`temperature`, `diarize`, `stream`, repeated `context_bias[]` and `timestamp_granularities[]`. There is no
-`prompt` or `response_format`: those are refused (422, like FastAPI's extra-forbidden). A language hint
-combined with timestamps is refused (400). Answer: {model, text, language, segments: [{text, start, end,
-type}], usage: {prompt_audio_seconds, prompt_tokens, completion_tokens, total_tokens}}; with word
-granularity each segment is one word.
+`temperature`, `diarize`, `stream`, repeated `context_bias` and `timestamp_granularities`. There is no
+`prompt` or `response_format`, and no `name[]` fields: those are refused (422, like FastAPI's
+extra-forbidden). A language hint combined with timestamps is refused (400), and so is `word` on the Voxtral
+3 models (voxtral-mini-transcribe-3-0 and its aliases, and voxtral-mini-latest, which now names it). Answer:
+{model, text, language, segments: [{text, start, end, type}], usage: {prompt_audio_seconds, prompt_tokens,
+completion_tokens, total_tokens}}; with word granularity (voxtral-mini-2602) each segment is one word.
 POST /v1/audio/speech: JSON {model, input, voice_id | ref_audio, response_format, stream}; `voice` (the
 OpenAI name) is refused. Without stream: {"audio_data": base64}; with stream: SSE speech.audio.delta /
 speech.audio.done. `pcm` is float32 little-endian mono at 24 kHz.
@@ -20,13 +25,15 @@ from .openai_fake import DEFAULT_SCRIPT
 from .runner import Call, FakeServer, Reply, encode_audio, hear, probe, split_chunks, tone
 
 STT_FIELDS = {"file", "file_url", "file_id", "model", "language", "temperature", "stream", "diarize",
-              "context_bias[]", "timestamp_granularities[]"}
-STT_MODELS = {"voxtral-mini-latest", "voxtral-mini-2602", "voxtral-mini-2507", "voxtral-mini-transcribe-3"}
-TTS_MODELS = {"voxtral-mini-tts-2603", "voxtral-mini-tts-latest", "voxtral-mini-tts-3-0"}
+              "context_bias", "timestamp_granularities"}
+VOXTRAL3_STT = {"voxtral-mini-latest", "voxtral-mini-transcribe-3-0", "voxtral-mini-transcribe-3",
+                "voxtral-mini-transcribe-latest"}
+STT_MODELS = VOXTRAL3_STT | {"voxtral-mini-2602", "voxtral-mini-2507"}
+TTS_MODELS = {"voxtral-mini-tts-2603", "voxtral-mini-tts-latest", "voxtral-mini-tts-3-0", "voxtral-mini-tts-3"}
 TTS_KEYS = {"model", "input", "voice_id", "ref_audio", "response_format", "stream", "metadata",
             "prompt_cache_key", "phoneme_hints"}
 VOICES = {"en_paul_neutral", "gb_jane_neutral", "gb_oliver_neutral", "fr_marie_neutral", "voice_478",
-          "voice_447", "voice_485", "voice_484"}
+          "voice_447", "voice_485", "voice_484", "voice_592"}
 FORMATS = {"pcm", "wav", "mp3", "flac", "opus"}
 RATE = 24000
 
@@ -73,12 +80,15 @@ class MistralFake(FakeServer):
             info = probe(call.files["file"][2])
         except ValueError as e:
             return self.reject(400, f"could not decode the audio: {e}")
-        gran = call.form.get("timestamp_granularities[]", [])
+        gran = call.form.get("timestamp_granularities", [])
         if any(g not in ("segment", "word") for g in gran):
             return self.reject(400, f"invalid timestamp_granularities {gran}")
+        if "word" in gran and model in VOXTRAL3_STT:
+            return self.reject(400, "timestamp_granularities: word timestamps are not supported by this model; "
+                                    "use segment")
         if gran and call.f1("language"):
             return self.reject(400, "timestamp_granularities is not compatible with language")
-        for term in call.form.get("context_bias[]", []):
+        for term in call.form.get("context_bias", []):
             if not term or " " in term or "," in term:
                 return self.reject(400, f"context_bias items must not contain spaces or commas: {term!r}")
         heard = hear(self.script, info.duration)
@@ -89,7 +99,11 @@ class MistralFake(FakeServer):
             segments = [{"text": t, "start": s, "end": e, "type": "transcription_segment"} for t, s, e in heard.segments]
         else:
             segments = []
-        secs = int(round(info.duration))
+        if call.f1("diarize") == "true":  # speaker_id on each segment (the SDK's diarize example), second half B
+            half = len(segments) // 2
+            for i, seg in enumerate(segments):
+                seg["speaker_id"] = f"speaker_{int(i >= half)}"
+        secs = round(info.duration)
         body = {"model": model, "text": heard.text, "language": call.f1("language") or "en", "segments": segments,
                 "usage": {"prompt_audio_seconds": secs, "prompt_tokens": secs * 4,
                           "completion_tokens": len(heard.words), "total_tokens": secs * 4 + len(heard.words)}}

@@ -1,12 +1,22 @@
 """A fake OpenAI audio API (https://platform.openai.com/docs/api-reference/audio) on 127.0.0.1.
 
+Checked against the openai Python SDK 3.52 types (audio.transcription_create_params, TranscriptionDiarized,
+speech_create_params; multipart as the SDK encodes it: lists as `name[]`, objects as `name[key]`).
+
 POST /v1/audio/transcriptions and /v1/audio/translations: multipart with `file` (a filename whose extension
 is one of OpenAI's and matches the bytes), `model`, `language` (transcriptions only), `prompt`,
-`response_format`, `temperature`, repeated `timestamp_granularities[]` (only with verbose_json); any other
-field is refused like OpenAI does ("Unrecognized request argument"). Answers json / text / srt / vtt /
-verbose_json in OpenAI's shapes; gpt-4o(-mini)-transcribe only json/text, with token usage.
-POST /v1/audio/speech: JSON {model, input, voice, response_format, speed, instructions, stream_format};
-answers the audio (a tone) streamed in chunks, `pcm` = s16le 24 kHz mono.
+`response_format`, `temperature`, repeated `timestamp_granularities[]` (only with verbose_json),
+`chunking_strategy` ("auto", or `chunking_strategy[type]=server_vad` with [prefix_padding_ms],
+[silence_duration_ms], [threshold]), `include[]=logprobs` (gpt-4o(-mini)-transcribe with json only; answered
+with `logprobs: [{token, logprob, bytes}]`), `known_speaker_names[]` / `known_speaker_references[]`
+(gpt-4o-transcribe-diarize, up to 4, data: URLs); translations take none of the newer fields. Any other field
+(e.g. `include` without brackets) is refused like OpenAI does ("Unrecognized request argument"). Answers json /
+text / srt / vtt / verbose_json in OpenAI's shapes; gpt-4o(-mini)-transcribe only json/text, with token usage;
+gpt-4o-transcribe-diarize json / text / diarized_json (segments with speaker A, B, ... or the known names),
+no prompt, no timestamp_granularities, and chunking_strategy required over 30 s.
+POST /v1/audio/speech: JSON {model, input, voice (a built-in name, or {"id": "voice_..."} for a custom voice
+on gpt-4o-mini-tts*), response_format, speed, instructions, stream_format}; answers the audio (a tone)
+streamed in chunks, `pcm` = s16le 24 kHz mono.
 Auth: `Authorization: Bearer <key>`; errors: {"error": {"message", "type", "param", "code"}}."""
 from __future__ import annotations
 
@@ -29,17 +39,25 @@ DEFAULT_SCRIPT = ("and so my fellow americans ask not what your country can do f
 
 
 def ts(t: float, sep: str) -> str:
-    ms = int(round(t * 1000))
+    ms = round(t * 1000)
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
 
 
 class OpenAIFake(FakeServer):
     prefix = "/v1"
     stt_fields = {"file", "model", "language", "prompt", "response_format", "temperature",
-                  "timestamp_granularities[]", "chunking_strategy", "include[]", "stream"}
+                  "timestamp_granularities[]", "chunking_strategy", "chunking_strategy[type]",
+                  "chunking_strategy[prefix_padding_ms]", "chunking_strategy[silence_duration_ms]",
+                  "chunking_strategy[threshold]", "include[]", "known_speaker_names[]",
+                  "known_speaker_references[]", "stream"}
     translation_fields = {"file", "model", "prompt", "response_format", "temperature"}
     stt_models: dict[str, set[str]] = {"whisper-1": ALL_FORMATS, "gpt-4o-transcribe": {"json", "text"},
-                                       "gpt-4o-mini-transcribe": {"json", "text"}}
+                                       "gpt-4o-mini-transcribe": {"json", "text"},
+                                       "gpt-4o-mini-transcribe-2025-12-15": {"json", "text"},
+                                       "gpt-4o-transcribe-diarize": {"json", "text", "diarized_json"}}
+    logprob_models = {"gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15"}
+    diarize_models = {"gpt-4o-transcribe-diarize"}
+    custom_voice_models = {"gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"}
     translation_models = {"whisper-1"}
     tts_models = {"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"}
     max_bytes = 25 * 1024 * 1024
@@ -129,11 +147,58 @@ class OpenAIFake(FakeServer):
         lang = call.f1("language")
         if lang is not None and not LANG.match(lang):
             return self.reject(400, f"Invalid language {lang!r}: use ISO-639-1", param="language")
-        for single in ("model", "response_format", "language", "prompt", "temperature"):
+        for single in ("model", "response_format", "language", "prompt", "temperature", "chunking_strategy"):
             if len(call.form.get(single, [])) > 1:
                 return self.reject(400, f"{single} given more than once", param=single)
+        bad = self.check_newer_fields(call, model, fmt, gran, info.duration)
+        if bad is not None:
+            return bad
         call.info["probe"] = info
         return model, fmt, gran, info
+
+    def check_newer_fields(self, call: Call, model: str, fmt: str, gran: list[str], duration: float) -> Reply | None:
+        include = call.form.get("include[]", [])
+        if any(x != "logprobs" for x in include):
+            return self.reject(400, f"Invalid include {include}", param="include")
+        if include and (model not in self.logprob_models or fmt != "json"):
+            return self.reject(400, "logprobs are only supported with response_format json on gpt-4o-transcribe "
+                                    "and gpt-4o-mini-transcribe", param="include")
+        cs_keys = [k for k in call.form if k.startswith("chunking_strategy")]
+        if "chunking_strategy" in call.form and len(cs_keys) > 1:
+            return self.reject(400, "chunking_strategy given both as a value and as an object", param="chunking_strategy")
+        if "chunking_strategy" in call.form and call.f1("chunking_strategy") != "auto":
+            return self.reject(400, "chunking_strategy must be 'auto' or a server_vad object", param="chunking_strategy")
+        if cs_keys and "chunking_strategy" not in call.form:
+            if call.f1("chunking_strategy[type]") != "server_vad":
+                return self.reject(400, "chunking_strategy.type must be 'server_vad'", param="chunking_strategy.type")
+            try:
+                for k in ("prefix_padding_ms", "silence_duration_ms"):
+                    v = call.f1(f"chunking_strategy[{k}]")
+                    if v is not None:
+                        int(v)
+                v = call.f1("chunking_strategy[threshold]")
+                if v is not None and not 0.0 <= float(v) <= 1.0:
+                    raise ValueError(v)
+            except ValueError:
+                return self.reject(400, "invalid server_vad settings", param="chunking_strategy")
+        names = call.form.get("known_speaker_names[]", [])
+        refs = call.form.get("known_speaker_references[]", [])
+        if (names or refs) and model not in self.diarize_models:
+            return self.reject(400, "known_speaker_names are only supported by gpt-4o-transcribe-diarize",
+                               param="known_speaker_names")
+        if len(names) != len(refs) or len(names) > 4 or not all(r.startswith("data:audio/") for r in refs):
+            return self.reject(400, "known_speaker_names and known_speaker_references must pair up (at most 4, "
+                                    "data URLs)", param="known_speaker_references")
+        if model in self.diarize_models:
+            if call.f1("prompt") is not None:
+                return self.reject(400, "prompt is not supported with gpt-4o-transcribe-diarize", param="prompt")
+            if gran:
+                return self.reject(400, "timestamp_granularities is not supported with gpt-4o-transcribe-diarize",
+                                   param="timestamp_granularities")
+            if duration > 30 and not cs_keys:
+                return self.reject(400, "chunking_strategy is required for audio longer than 30 seconds",
+                                   param="chunking_strategy")
+        return None
 
     def transcript_body(self, call: Call, task: str, model: str, fmt: str, gran: list[str], heard: Heard,
                         duration: float) -> Any:
@@ -151,9 +216,21 @@ class OpenAIFake(FakeServer):
             return body
         if model.startswith("gpt-4o"):
             tin, tout = int(duration * 12), len(heard.words) * 2
-            return {"text": heard.text, "usage": {"type": "tokens", "input_tokens": tin,
-                                                  "input_token_details": {"text_tokens": 0, "audio_tokens": tin},
-                                                  "output_tokens": tout, "total_tokens": tin + tout}}
+            usage = {"type": "tokens", "input_tokens": tin, "input_token_details": {"text_tokens": 0, "audio_tokens": tin},
+                     "output_tokens": tout, "total_tokens": tin + tout}
+            if fmt == "diarized_json":
+                names = call.form.get("known_speaker_names[]", []) or ["A", "B"]
+                half = len(heard.segments) // 2 or 1
+                segs = [{"type": "transcript.text.segment", "id": f"seg_{i:03d}", "start": st, "end": en, "text": t,
+                         "speaker": names[min(int(i >= half), len(names) - 1)]}
+                        for i, (t, st, en) in enumerate(heard.segments)]
+                return {"task": "transcribe", "duration": round(duration, 2), "text": heard.text, "segments": segs,
+                        "usage": usage}
+            body = {"text": heard.text, "usage": usage}
+            if call.form.get("include[]"):
+                body["logprobs"] = [{"token": w, "logprob": -0.01 * (i + 1), "bytes": list(w.encode())}
+                                    for i, (w, _, _) in enumerate(heard.words)]
+            return body
         return {"text": heard.text, "usage": {"type": "duration", "seconds": math.ceil(duration)}}
 
     def transcribe(self, call: Call, task: str) -> Reply:
@@ -190,7 +267,12 @@ class OpenAIFake(FakeServer):
             return self.reject(400, f"Invalid model {model!r}", param="model")
         if not isinstance(text, str) or not text or len(text) > 4096:
             return self.reject(400, "input must be a string of 1 to 4096 characters", param="input")
-        if voice not in VOICES:
+        if isinstance(voice, dict):
+            if set(voice) != {"id"} or not str(voice.get("id", "")).startswith("voice_"):
+                return self.reject(400, f"Invalid voice object {voice!r}", param="voice")
+            if model not in self.custom_voice_models:
+                return self.reject(400, f"custom voices are not supported by {model}", param="voice")
+        elif voice not in VOICES:
             return self.reject(400, f"Invalid voice {voice!r}", param="voice")
         fmt = body.get("response_format", "mp3")
         if fmt not in SPEECH_FORMATS:

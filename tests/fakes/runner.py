@@ -22,11 +22,12 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import av
@@ -79,11 +80,11 @@ class Reply:
     reset_after_chunks: int | None = None  # RST after this many chunks (a mid-stream failure)
 
     @classmethod
-    def json(cls, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> "Reply":
+    def json(cls, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
         return cls(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
 
     @classmethod
-    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> "Reply":
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> Reply:
         return cls(status, text.encode(), {"Content-Type": content_type})
 
 
@@ -92,7 +93,7 @@ class _Fault:
     kind: str
     times: int
     path: str | None
-    make: Callable[["Call"], Any]
+    make: Callable[[Call], Any]
 
 
 class _Server(ThreadingHTTPServer):
@@ -191,7 +192,7 @@ class FakeServer:
         return [c.path for c in self.calls]
 
     # ---- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -217,7 +218,7 @@ class FakeServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

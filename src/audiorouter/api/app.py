@@ -17,16 +17,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, web
 from ..config import Settings, get_settings
+from ..core import metrics as core_metrics
 from ..core.errors import ClientClosed, GatewayError
 from ..providers.registry import build_adapters
 from ..routing.catalog import Catalog
 from ..routing.router import Router
 from ..store import Store
-from . import auth, generations, health, keys, models, speech, transcriptions
+from . import (
+    auth,
+    batch,
+    chat,  # POST /api/v1/chat/completions, /v1/chat/completions (audio chat)
+    generations,
+    health,
+    keys,
+    metrics,
+    models,
+    speech,
+    transcriptions,
+)
 from .errors import error_response
 from .fastpath import FastRoutes, audio_routes
-from .openapi_doc import install as document_openapi
 from .guard import BrowserGuard
+from .openapi_doc import install as document_openapi
 
 log = logging.getLogger("audiorouter")
 
@@ -79,12 +91,13 @@ class GenerationIdMiddleware:
             return
         gen_id = new_generation_id()
         scope.setdefault("state", {})["generation_id"] = gen_id
+        core_metrics.generation_id.set(gen_id)  # every log line of this request carries it (core/logs.py)
         raw = gen_id.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-generation-id", raw)]
+                message["headers"] = [*list(message["headers"]), (b"x-generation-id", raw)]
             await send(message)
 
         started = False
@@ -118,17 +131,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await auth.start_store(store)
         for a in adapters.values():
             await a.start()
+        from ..jobs.worker import close_runtime, open_runtime  # batch jobs (jobs/batch.py)
+        app.state.jobs = await open_runtime(settings, svc.router, store)
         yield
+        await close_runtime(app.state.jobs)
         for a in adapters.values():
             await a.aclose()
         await store.close()
 
     otel = settings.opentelemetry
     app = FastAPI(title="audiorouter", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url="/openapi.json", telemetry={"tracing": otel, "metrics": otel, "logs": otel})
+                  redoc_url=None, openapi_url="/openapi.json",
+                  telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.services = svc
     app.state.store = store
     document_openapi(app)  # /openapi.json with the bodies, query parameters and error envelopes
+    core_metrics.set_enabled(settings.metrics)
+    if settings.metrics:
+        metrics.install(app)  # GET /metrics (Prometheus; a management key when auth is on)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -144,7 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(GatewayError(f"method {request.method} is not allowed on {request.url.path}",
                                            status=405, code="method_not_allowed"), request.url.path)
 
-    for r in (transcriptions.router, speech.router, models.router, health.router, keys.router, generations.router):
+    for r in (transcriptions.router, speech.router, chat.router, models.router, health.router, keys.router,
+              generations.router, batch.router):
         app.include_router(r)
     web.mount(app)  # the Playground at / and /playground, /docs and /redoc from packaged assets (web/)
     # the audio endpoints straight to their handlers (innermost of our middlewares: auth and ids still apply)
@@ -152,5 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth.install(app)  # key auth + per-key limits (inside the generation-id middleware)
     # Host (DNS rebinding), Origin (CORS) and Content-Type rules for every route, before auth
     app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
+    if settings.metrics:
+        app.add_middleware(metrics.MetricsMiddleware)  # status, latency, bytes, model and provider per request
     app.add_middleware(GenerationIdMiddleware)
     return app

@@ -24,7 +24,7 @@ from .errors import error_response
 log = logging.getLogger("audiorouter.auth")
 
 OPEN_PATHS = {"/health", "/api/v1/health", "/v1/health"}
-PUBLIC_PREFIXES = ("/api/v1/models", "/v1/models")  # the catalog is public, as on OpenRouter
+PUBLIC_PREFIXES = ("/api/v1/models", "/v1/models", "/api/v1/providers")  # the catalog is public, as on OpenRouter
 
 
 def _bearer(scope: Scope) -> tuple[bool, str | None]:
@@ -76,7 +76,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (scope["type"] != "http" or not (path.startswith("/api/") or path.startswith("/v1/"))
+        if (scope["type"] != "http" or not (path.startswith(("/api/", "/v1/")))
                 or path in OPEN_PATHS or path.startswith(PUBLIC_PREFIXES)):
             await self.app(scope, receive, send)
             return

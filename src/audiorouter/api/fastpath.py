@@ -7,7 +7,7 @@ innermost of ours, calls the handler itself. That stack cost more than reading t
 rendered exactly as the app's exception handlers render them."""
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response

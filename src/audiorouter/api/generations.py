@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import orjson
 from fastapi import APIRouter
@@ -32,10 +32,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..core import metrics
+from ..core.chat import ChatRequest
 from ..core.errors import ClientClosed, Forbidden, GatewayError, InvalidRequest, NotFound
 from ..core.types import SpeechRequest, TranscriptionRequest, Usage
 from ..providers.base import BYOK_KEYS
-from ..routing.pricing import estimate_text_tokens, speech_cost, transcription_cost
+from ..routing.chat import estimate_chat_cost
+from ..routing.pricing import estimate_cost
 from ..store.keys import iso
 from ..store.ledger import NewGeneration, Settlement
 from ..store.models import Generation, to_nano, to_usd, utcnow
@@ -44,48 +47,27 @@ from .context import services
 
 router = APIRouter()
 log = logging.getLogger("audiorouter.ledger")
+Billable = TranscriptionRequest | SpeechRequest | ChatRequest  # what track() records
 
-# Rough token rates for estimates of token-priced endpoints (settlement uses the provider's own counts).
-STT_INPUT_TOKENS_PER_SECOND = 15
-STT_OUTPUT_TOKENS_PER_SECOND = 6
-TTS_OUTPUT_TOKENS_PER_CHARACTER = 1.5
 
 def store_unavailable() -> GatewayError:
     return GatewayError("the usage ledger is unavailable; the request was not run", status=503,
                         code="store_unavailable", headers={"Retry-After": "2"})
 
 
-# ---- estimates -----------------------------------------------------------------------------------------
-def raw_cost_estimate(endpoint: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None) -> float:
-    p = endpoint.pricing
-    if isinstance(req, TranscriptionRequest):
-        s = seconds or 0.0
-        u = Usage(seconds=s)
-        if p.per_million_input_tokens is not None:
-            u.input_tokens = math.ceil(s * STT_INPUT_TOKENS_PER_SECOND)
-        if p.per_million_output_tokens is not None:
-            u.output_tokens = math.ceil(s * STT_OUTPUT_TOKENS_PER_SECOND)
-        return transcription_cost(p, u)
-    u = Usage(characters=len(req.input))
-    if p.per_million_input_tokens is not None:
-        u.input_tokens = estimate_text_tokens(req.input)
-    if p.per_million_output_tokens is not None:
-        u.output_tokens = math.ceil(len(req.input) * TTS_OUTPUT_TOKENS_PER_CHARACTER)
-    return speech_cost(p, u)
-
-
+# ---- estimates (routing/pricing.py's estimate_cost, the router's too) -----------------------------------
 def charged(raw: float, is_byok: bool, fee: float) -> float:
     return raw * fee if is_byok else raw
 
 
 def plan_any_length(svc: Any, req: TranscriptionRequest | SpeechRequest) -> list[Any]:
     """The candidates without the length limits: long audio is chunked and long text split to fit them
-    (routing/longform.py), so every one of them may serve."""
+    (jobs/transcription.py, jobs/speech.py), so every one of them may serve."""
     kind = "transcription" if isinstance(req, TranscriptionRequest) else "speech"
     return svc.router.plan(req, kind, lengths=False)[0]
 
 
-def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: float | None,
+def estimate_nano(svc: Any, req: Billable, seconds: float | None,
                   byok: dict[str, str], include_byok: bool, cands: list[Any]) -> int:
     """The most any of `cands` (plan_any_length's) could cost, fallbacks included, as counted toward the key's
     limit; costs use the whole length."""
@@ -93,7 +75,9 @@ def estimate_nano(svc: Any, req: TranscriptionRequest | SpeechRequest, seconds: 
     worst = 0
     for c in cands:
         is_byok = c.endpoint.provider in byok
-        amount = charged(raw_cost_estimate(c.endpoint, req, seconds), is_byok, fee)
+        raw = (estimate_chat_cost(c.endpoint, req, seconds or 0.0) if isinstance(req, ChatRequest)
+               else estimate_cost(c.endpoint.pricing, req, seconds))
+        amount = charged(raw, is_byok, fee)
         if is_byok and not include_byok:
             amount = 0.0
         worst = max(worst, to_nano(amount))
@@ -125,6 +109,8 @@ class Tracked:
         usage.cost (which the response reports) becomes what this key is charged."""
         self.latency_ms = (time.perf_counter() - self.t0) * 1000
         self.route, self.usage, self.streaming = route, usage, streaming
+        metrics.note_served(route.model, route.provider,  # labels of the request's metrics (api/metrics.py)
+                            bool(getattr(route, "cache_hit", False)) if self.new.api_type == "stt" else None)
         self.is_byok = bool(route.provider and route.provider in self.byok)
         self.upstream = usage.cost
         usage.cost = charged(usage.cost, self.is_byok, self.fee)
@@ -136,7 +122,7 @@ class Tracked:
                         "latency_ms": round(a.latency_ms, 1), "error": a.error, "is_byok": a.provider in self.byok})
         return out
 
-    def _success(self) -> Settlement:
+    def success(self) -> Settlement:
         u = self.usage or Usage()
         cost = to_nano(u.cost)
         counted = cost if (not self.is_byok or self.include_byok) else 0
@@ -148,7 +134,7 @@ class Tracked:
                           input_tokens=u.input_tokens, output_tokens=u.output_tokens, latency_ms=self.latency_ms,
                           generation_time_ms=(time.perf_counter() - self.t0) * 1000)
 
-    def _failure(self, e: BaseException) -> Settlement:
+    def failure(self, e: BaseException) -> Settlement:
         elapsed = (time.perf_counter() - self.t0) * 1000
         if isinstance(e, (asyncio.CancelledError, GeneratorExit, ClientClosed)):  # the client went away
             return Settlement(status="cancelled", error_type="cancelled", error_message="the client went away",
@@ -171,7 +157,7 @@ class Tracked:
         return Settlement(status="error", error_type=e.code, error_status=e.status, error_message=e.message,
                           attempts=attempts, generation_time_ms=elapsed)
 
-    def _settle(self, st: Settlement) -> None:
+    def settle(self, st: Settlement) -> None:
         self.store.ledger.settle(self.id, self.new.key_hash, self.reserved, st)  # queued (store/ledger.py)
 
     async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -191,11 +177,11 @@ class Tracked:
             self.store.ledger.finish(self.id, status, (time.perf_counter() - self.t0) * 1000, err)
 
 
-def _models_of(req: TranscriptionRequest | SpeechRequest) -> list[str]:
+def _models_of(req: Billable) -> list[str]:
     return [req.model] + [m for m in (req.models or []) if m != req.model]
 
 
-async def caller_keys(request: Request, req: TranscriptionRequest | SpeechRequest) -> dict[str, str]:
+async def caller_keys(request: Request, req: Billable) -> dict[str, str]:
     """Check that the caller may run requests, and load its BYOK keys for `req`'s models, once per request:
     from here on the adapters use them (providers/base.py), so the plan made before the audio is decoded
     (chunk limits) already sees a provider that only the caller's own key makes available."""
@@ -219,7 +205,7 @@ async def caller_keys(request: Request, req: TranscriptionRequest | SpeechReques
 
 
 @contextlib.asynccontextmanager
-async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
+async def track(request: Request, req: Billable, *,
                 seconds: float | None = None, cands: list[Any] | None = None) -> AsyncIterator[Tracked]:
     """The request's ledger row and spend reservation. `cands`: plan_any_length's answer if the caller has
     it (it is planned here otherwise, and ends on the Tracked object for the caller's later use)."""
@@ -227,16 +213,23 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
     svc = services(request)
     byok = await caller_keys(request, req)
     p = principal(request)
-    stt = isinstance(req, TranscriptionRequest)
+    if isinstance(req, ChatRequest):  # api/chat.py: seconds of input audio; streamed when asked
+        api_type, streamed, secs, chars = "chat", req.stream, seconds, None
+    elif isinstance(req, TranscriptionRequest):
+        api_type, streamed, secs, chars = "stt", False, seconds, None
+    else:
+        api_type, streamed, secs, chars = "tts", True, None, len(req.input)
     new = NewGeneration(
-        id=request.state.generation_id, api_type="stt" if stt else "tts", path=request.scope["path"], model=req.model,
+        id=request.state.generation_id, api_type=api_type, path=request.scope["path"], model=req.model,
         key_hash=p.hash if p else None, session_id=req.session_id or request.headers.get("x-session-id"),
         user=req.user, user_agent=request.headers.get("user-agent"),
-        http_referer=request.headers.get("http-referer") or request.headers.get("referer"), streamed=not stt,
-        seconds=seconds if stt else None, characters=None if stt else len(req.input))
+        http_referer=request.headers.get("http-referer") or request.headers.get("referer"), streamed=streamed,
+        seconds=secs, characters=chars)
     include_byok = bool(p and p.include_byok_in_limit)
     try:
         if cands is None:
+            if isinstance(req, ChatRequest):
+                raise TypeError("track(): a chat request brings its candidates (routing/chat.py plans them)")
             cands = plan_any_length(svc, req)
         estimate = estimate_nano(svc, req, seconds, byok, include_byok, cands)
     except GatewayError as e:
@@ -251,9 +244,9 @@ async def track(request: Request, req: TranscriptionRequest | SpeechRequest, *,
     try:
         yield gen
     except BaseException as e:
-        gen._settle(gen._failure(e))
+        gen.settle(gen.failure(e))
         raise
-    gen._settle(gen._success() if gen.route is not None else Settlement(status="error", error_type="not_served"))
+    gen.settle(gen.success() if gen.route is not None else Settlement(status="error", error_type="not_served"))
 
 
 # ---- lookup --------------------------------------------------------------------------------------------
@@ -391,8 +384,8 @@ async def activity(request: Request) -> Response:
         start, end = d, d + timedelta(days=1)
     else:
         start, end = today - timedelta(days=30), today + timedelta(days=1)
-    t0 = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-    t1 = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
+    t0 = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    t1 = datetime(end.year, end.month, end.day, tzinfo=UTC)
     day_col = func.date(Generation.created_at)
     q = (select(day_col, Generation.model, Generation.endpoint, func.min(Generation.provider),
                 func.sum(Generation.cost_nano),

@@ -28,7 +28,7 @@ from ..core.errors import Forbidden, GatewayError, InvalidRequest
 from .auth import store_error_response
 from .errors import error_response
 
-UPLOAD_SUFFIXES = ("/audio/transcriptions", "/audio/translations")  # routes that also take multipart uploads
+UPLOAD_SUFFIXES = ("/audio/transcriptions", "/audio/translations", "/audio/transcriptions/jobs")  # also multipart
 EXPOSED = ("X-Generation-Id", "X-Model", "X-Provider", "X-Provider-Endpoint", "X-Provider-Substitute", "X-Cost",
            "X-Characters", "X-Cache", "X-Attempts", "X-Route-Attempts", "X-Ignored-Parameters", "X-Chunks",
            "X-Audio-Duration", "X-Audio-Format-Detected", "X-Audio-Format-Mismatch", "X-Audio-Decode-Errors",
@@ -128,13 +128,13 @@ class BrowserGuard:
                         "AUDIOROUTER_CORS_ORIGINS to allow it", code="origin_not_allowed",
                         param="Origin"), scope, receive, send)
                 app = self.cors  # an allowed cross-origin call: CORS headers, and the preflight answered
-        if scope["method"] in ("POST", "PUT", "PATCH") and (path.startswith("/api/") or path.startswith("/v1/")):
+        if scope["method"] in ("POST", "PUT", "PATCH") and (path.startswith(("/api/", "/v1/"))):
             media = ctype.split(b";", 1)[0].strip().lower() if ctype else b""
             upload = path.endswith(UPLOAD_SUFFIXES)
             if media != b"application/json" and not (upload and media == b"multipart/form-data"):
                 form = " or multipart/form-data" if upload else ""
                 shown = ctype.decode("latin-1")[:100] if ctype else "(none)"
-                cors = {"Access-Control-Allow-Origin": origin.decode("latin-1"), "Vary": "Origin"} \
+                cors = {"Access-Control-Allow-Origin": (origin or b"").decode("latin-1"), "Vary": "Origin"} \
                     if app is self.cors else None  # an allowed page may read why
                 return await self.refuse(InvalidRequest(
                     f"Content-Type: {shown!r} is not supported here; send application/json{form}",

@@ -74,7 +74,7 @@ class StreamedBase64:
     """What the body held at input_audio.data: the decoded bytes, or why they are not audio. `blank` is
     `not text.strip()` of the JSON string (the 'must not be empty' check comes before any base64 one)."""
 
-    __slots__ = ("data", "error", "blank")
+    __slots__ = ("blank", "data", "error")
 
     def __init__(self, data: bytes, error: str | None, blank: bool):
         self.data = data
@@ -88,7 +88,7 @@ class StreamedBase64:
 class StringError:
     """A JSON error inside the extracted string, as orjson words it, at its position in the whole body."""
 
-    __slots__ = ("msg", "pos", "line", "col")
+    __slots__ = ("col", "line", "msg", "pos")
 
     def __init__(self, msg: str, pos: int, line: int, col: int):
         self.msg, self.pos, self.line, self.col = msg, pos, line, col
@@ -247,7 +247,7 @@ _placeholder_count = itertools.count()
 
 
 def _new_secret() -> None:
-    global _placeholder_secret
+    global _placeholder_secret  # noqa: PLW0603 - a forked child must not share its parent's secret
     _placeholder_secret = secrets.token_hex(12).encode()
 
 
@@ -299,7 +299,7 @@ class BodyScanner:
             self.buf += chunk
             self._tokens(False)
 
-    def finish(self) -> "BodyScanner":
+    def finish(self) -> BodyScanner:
         if self.mode in (self.START, self.TOKENS):
             self._tokens(True)
             self.skel += self.buf

@@ -13,13 +13,13 @@ calls work against them):
 """
 from __future__ import annotations
 
-import math
 import re
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from fastapi import APIRouter
+from pydantic import BeforeValidator, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,6 +31,7 @@ from ..store.models import ApiKey, to_usd, utcnow
 from .auth import principal, require_management
 from .context import services
 from .parsing import parse_json, read_body
+from .validation import Body, validate
 
 router = APIRouter()
 
@@ -50,78 +51,82 @@ async def body_of(request: Request) -> dict[str, Any]:
     return parse_json(await read_body(request, MAX_BODY))
 
 
-# ---- field validation (400 naming the field) ---------------------------------------------------------
-def v_str(d: dict, k: str, *, max_len: int = 200, required: bool = False) -> str | None:
-    v = d.get(k)
-    if v is None:
-        if required:
-            raise InvalidRequest(f"{k}: required field is missing", param=k)
-        return None
+# ---- bodies (api/validation.py: pydantic models, the first error a 400 naming the field) --------------
+def _expiry(v: Any) -> Any:
+    """expires_at: an ISO 8601 timestamp in the future (UTC when it names no zone)."""
+    if v is None or isinstance(v, datetime):
+        return v
     if not isinstance(v, str):
-        raise InvalidRequest(f"{k}: expected a string, got {type(v).__name__}", param=k)
-    v = v.strip()
-    if required and not v:
-        raise InvalidRequest(f"{k}: must not be empty", param=k)
-    if len(v) > max_len:
-        raise InvalidRequest(f"{k}: at most {max_len} characters", param=k)
-    return v
-
-
-def v_bool(d: dict, k: str) -> bool | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if not isinstance(v, bool):
-        raise InvalidRequest(f"{k}: expected true or false, got {v!r}", param=k)
-    return v
-
-
-def v_limit(d: dict, k: str = "limit") -> float | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise InvalidRequest(f"{k}: expected a number of USD or null, got {v!r}", param=k)
-    if v < 0:
-        raise InvalidRequest(f"{k}: must not be negative", param=k)
-    if v > 1e9:
-        raise InvalidRequest(f"{k}: at most 1e9 USD", param=k)
-    return float(v)
-
-
-def v_reset(d: dict, k: str = "limit_reset") -> str | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if v not in LIMIT_RESETS:
-        raise InvalidRequest(f"{k}: {v!r} is not one of daily, weekly, monthly (or null)", param=k)
-    return v
-
-
-def v_positive_int(d: dict, k: str, hi: int = 1_000_000) -> int | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > hi:
-        raise InvalidRequest(f"{k}: expected an integer from 1 to {hi} (or null), got {v!r}", param=k)
-    return v
-
-
-def v_time(d: dict, k: str = "expires_at") -> datetime | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise InvalidRequest(f"{k}: expected an ISO 8601 UTC timestamp like 2027-01-31T23:59:59Z", param=k)
+        raise ValueError("expected an ISO 8601 UTC timestamp like 2027-01-31T23:59:59Z")
     try:
         t = datetime.fromisoformat(v.strip().replace("z", "Z"))
     except ValueError:
-        raise InvalidRequest(f"{k}: {v!r} is not an ISO 8601 timestamp like 2027-01-31T23:59:59Z", param=k) from None
+        raise ValueError(f"{v[:40]!r} is not an ISO 8601 timestamp like 2027-01-31T23:59:59Z") from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     if t <= utcnow():
-        raise InvalidRequest(f"{k}: {v!r} is in the past", param=k)
+        raise ValueError(f"{v[:40]!r} is in the past")
     return t
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Secret = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8192)]
+Slug = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Usd = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]  # a spend limit
+Reset = Literal["daily", "weekly", "monthly"]
+assert set(get_args(Reset)) == set(LIMIT_RESETS), "store/keys.py LIMIT_RESETS changed"
+Rpm = Annotated[int, Field(ge=1, le=1_000_000)]
+Concurrency = Annotated[int, Field(ge=1, le=10_000)]
+Expiry = Annotated[datetime, BeforeValidator(_expiry)]
+NonEmptyStrings = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+
+
+class KeyCreate(Body):
+    name: Name
+    limit: Usd | None = None
+    limit_reset: Reset | None = None
+    expires_at: Expiry | None = None
+    include_byok_in_limit: bool | None = None
+    rate_limit_rpm: Rpm | None = None
+    max_concurrency: Concurrency | None = None
+    is_management_key: bool | None = None
+
+
+class KeyUpdate(Body):
+    """Only the fields sent are changed; null clears the ones that may be cleared."""
+    name: Name = ""
+    disabled: bool = False
+    include_byok_in_limit: bool = False
+    limit: Usd | None = None
+    limit_reset: Reset | None = None
+    expires_at: Expiry | None = None
+    rate_limit_rpm: Rpm | None = None
+    max_concurrency: Concurrency | None = None
+
+
+class ByokCreate(Body):
+    provider: Slug
+    key: Secret
+    name: Label | None = None
+    allowed_api_key_hashes: NonEmptyStrings | None = None
+    allowed_models: NonEmptyStrings | None = None
+    disabled: bool | None = None
+    is_fallback: bool | None = None
+
+
+class ByokUpdate(Body):
+    key: Secret = ""
+    name: Label | None = None
+    allowed_api_key_hashes: NonEmptyStrings | None = None
+    allowed_models: NonEmptyStrings | None = None
+    disabled: bool = False
+    is_fallback: bool = False
+
+
+def sent(body: Body) -> dict[str, Any]:
+    """The fields the client sent, validated."""
+    return {k: getattr(body, k) for k in body.model_fields_set}
 
 
 def v_query_bool(request: Request, k: str) -> bool:
@@ -202,14 +207,11 @@ def _budget(row: ApiKey) -> dict[str, Any] | None:
 @router.post("/api/v1/keys")
 async def create_key(request: Request) -> Response:
     require_management(request)
-    d = await body_of(request)
-    name = v_str(d, "name", required=True)
-    fields = dict(limit=v_limit(d), limit_reset=v_reset(d), expires_at=v_time(d),
-                  include_byok_in_limit=bool(v_bool(d, "include_byok_in_limit")),
-                  rate_limit_rpm=v_positive_int(d, "rate_limit_rpm"),
-                  max_concurrency=v_positive_int(d, "max_concurrency", 10_000),
-                  is_management=bool(v_bool(d, "is_management_key")))
-    row, secret = await store_of(request).keys.create(name=name, **fields)
+    k = validate(KeyCreate, await body_of(request))
+    fields = {"limit": k.limit, "limit_reset": k.limit_reset, "expires_at": k.expires_at,
+              "include_byok_in_limit": bool(k.include_byok_in_limit), "rate_limit_rpm": k.rate_limit_rpm,
+              "max_concurrency": k.max_concurrency, "is_management": bool(k.is_management_key)}
+    row, secret = await store_of(request).keys.create(name=k.name, **fields)
     return ok({"data": key_data(row), "key": secret}, status=201)
 
 
@@ -245,27 +247,9 @@ async def update_key(request: Request, key_hash: str) -> Response:
     require_management(request)
     v_hash(key_hash)
     d = await body_of(request)
-    if not any(k in d for k in UPDATABLE):
+    if not isinstance(d, dict) or not any(k in d for k in UPDATABLE):
         raise InvalidRequest(f"No update fields provided (accepted: {', '.join(UPDATABLE)})", param="body")
-    changes: dict[str, Any] = {}
-    if "name" in d:
-        changes["name"] = v_str(d, "name", required=True)
-    for k in ("disabled", "include_byok_in_limit"):
-        if k in d:
-            b = v_bool(d, k)
-            if b is None:
-                raise InvalidRequest(f"{k}: expected true or false", param=k)
-            changes[k] = b
-    if "limit" in d:
-        changes["limit"] = v_limit(d)
-    if "limit_reset" in d:
-        changes["limit_reset"] = v_reset(d)
-    if "expires_at" in d:
-        changes["expires_at"] = v_time(d)
-    if "rate_limit_rpm" in d:
-        changes["rate_limit_rpm"] = v_positive_int(d, "rate_limit_rpm")
-    if "max_concurrency" in d:
-        changes["max_concurrency"] = v_positive_int(d, "max_concurrency", 10_000)
+    changes = sent(validate(KeyUpdate, d))
     store = store_of(request)
     row = await store.keys.update(key_hash, changes)
     if row is None:
@@ -303,10 +287,7 @@ async def credits(request: Request) -> Response:
 
 
 # ---- BYOK ----------------------------------------------------------------------------------------------
-def _provider(request: Request, d: dict, required: bool) -> str | None:
-    slug = v_str(d, "provider", max_len=64, required=required)
-    if slug is None:
-        return None
+def _provider(request: Request, slug: str) -> str:
     providers = services(request).router.catalog.providers
     if slug == "local":
         raise InvalidRequest("provider: the built-in local engine needs no key", param="provider")
@@ -316,18 +297,16 @@ def _provider(request: Request, d: dict, required: bool) -> str | None:
     return slug
 
 
-async def _str_list(request: Request, d: dict, k: str, *, hashes: bool = False) -> list[str] | None:
-    v = d.get(k)
-    if v is None:
+async def _key_hashes(request: Request, hashes: list[str] | None) -> list[str] | None:
+    """allowed_api_key_hashes: each the hash of a key of this gateway; duplicates dropped."""
+    if hashes is None:
         return None
-    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
-        raise InvalidRequest(f"{k}: expected a non-empty list of strings or null", param=k)
-    if hashes:
-        store = store_of(request)
-        for h in v:
-            if not HASH_RE.match(h) or await store.keys.get(h) is None:
-                raise InvalidRequest(f"{k}: {h!r} is not the hash of a key of this gateway", param=k)
-    return list(dict.fromkeys(v))
+    store = store_of(request)
+    for h in hashes:
+        if not HASH_RE.match(h) or await store.keys.get(h) is None:
+            raise InvalidRequest(f"allowed_api_key_hashes: {h[:80]!r} is not the hash of a key of this gateway",
+                                 param="allowed_api_key_hashes")
+    return list(dict.fromkeys(hashes))
 
 
 def _unsupported(d: dict) -> None:
@@ -350,15 +329,15 @@ async def list_byok(request: Request) -> Response:
 async def create_byok(request: Request) -> Response:
     require_management(request)
     d = await body_of(request)
-    provider = _provider(request, d, True)
-    key = v_str(d, "key", max_len=8192, required=True)
+    b = validate(ByokCreate, d)
+    provider = _provider(request, b.provider)
     _unsupported(d)
     try:
         row = await store_of(request).byok.create(
-            provider=provider, key=key, name=v_str(d, "name"),
-            allowed_api_key_hashes=await _str_list(request, d, "allowed_api_key_hashes", hashes=True),
-            allowed_models=await _str_list(request, d, "allowed_models"),
-            disabled=bool(v_bool(d, "disabled")), is_fallback=bool(v_bool(d, "is_fallback")))
+            provider=provider, key=b.key, name=b.name,
+            allowed_api_key_hashes=await _key_hashes(request, b.allowed_api_key_hashes),
+            allowed_models=list(dict.fromkeys(b.allowed_models)) if b.allowed_models else None,
+            disabled=bool(b.disabled), is_fallback=bool(b.is_fallback))
     except SecretUnavailable as e:
         raise GatewayError(str(e), status=503, code="secret_key_missing") from None
     return ok({"data": byok_data(row)}, status=201)
@@ -383,21 +362,11 @@ async def update_byok(request: Request, byok_id: str) -> Response:
     await _byok_or_404(request, byok_id)
     d = await body_of(request)
     _unsupported(d)
-    changes: dict[str, Any] = {}
-    if "key" in d:
-        changes["key"] = v_str(d, "key", max_len=8192, required=True)
-    if "name" in d:
-        changes["name"] = v_str(d, "name")
-    for k in ("disabled", "is_fallback"):
-        if k in d:
-            b = v_bool(d, k)
-            if b is None:
-                raise InvalidRequest(f"{k}: expected true or false", param=k)
-            changes[k] = b
-    if "allowed_api_key_hashes" in d:
-        changes["allowed_api_key_hashes"] = await _str_list(request, d, "allowed_api_key_hashes", hashes=True)
-    if "allowed_models" in d:
-        changes["allowed_models"] = await _str_list(request, d, "allowed_models")
+    changes = sent(validate(ByokUpdate, d))
+    if "allowed_api_key_hashes" in changes:
+        changes["allowed_api_key_hashes"] = await _key_hashes(request, changes["allowed_api_key_hashes"])
+    if changes.get("allowed_models"):
+        changes["allowed_models"] = list(dict.fromkeys(changes["allowed_models"]))
     if not changes:
         raise InvalidRequest("No update fields provided", param="body")
     try:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
-import orjson
 
 from ..core.errors import InvalidRequest, NotFound
+from ..providers.chat import chat_client
 from ..routing.catalog import Endpoint, Model
+from ..routing.chat import ChatPlanner, hears, speaks
 from ..routing.router import LOCAL_STT, LOCAL_TTS
 from .context import services
 
@@ -36,16 +38,27 @@ def pricing(e: Endpoint) -> dict[str, Any]:
         out["unit"] = "character"
     else:
         out["unit"] = "token" if (p.per_million_input_tokens or p.per_million_output_tokens) else "request"
+    if p.per_million_audio_input_tokens is not None:  # chat: per audio token in / out
+        out["audio"] = _price_str(p.per_million_audio_input_tokens / 1e6)
+    if p.per_million_audio_output_tokens is not None:
+        out["audio_output"] = _price_str(p.per_million_audio_output_tokens / 1e6)
     return out
 
 
 def supported_parameters(m: Model, eps: list[Endpoint]) -> list[str]:
     caps = [e.capabilities for e in eps]
+    if m.kind == "chat":
+        params = ["messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "user",
+                  "metadata", "stream", "provider", "models"]
+        if any(c.audio_output for c in caps):
+            params += ["modalities", "audio"]
+        return params
     if m.kind == "transcription":
         params = ["language", "response_format", "provider"]
         for name, cap in (("prompt", "prompt"), ("temperature", "temperature"),
                           ("timestamp_granularities", "word_timestamps"), ("diarize", "diarization"),
-                          ("keyterms", "keyterms"), ("stream", "streaming")):
+                          ("keyterms", "keyterms"), ("stream", "streaming"), ("include", "logprobs"),
+                          ("chunking_strategy", "chunking_strategy"), ("known_speaker_names", "known_speakers")):
             if any(getattr(c, cap) for c in caps):
                 params.append(name)
         return params
@@ -57,6 +70,11 @@ def supported_parameters(m: Model, eps: list[Endpoint]) -> list[str]:
 
 
 def architecture(m: Model) -> dict[str, Any]:
+    if m.kind == "chat":
+        ins = ["text"] + (["audio"] if hears(m) else [])
+        outs = ["text"] + (["audio"] if speaks(m) else [])
+        return {"modality": f"{'+'.join(ins)}->{'+'.join(outs)}", "input_modalities": ins, "output_modalities": outs,
+                "tokenizer": "Other", "instruct_type": None}
     if m.kind == "transcription":
         return {"modality": "audio->text", "input_modalities": ["audio"], "output_modalities": ["transcription"],
                 "tokenizer": "Other", "instruct_type": None}
@@ -66,6 +84,8 @@ def architecture(m: Model) -> dict[str, Any]:
 
 def model_endpoints(request: Request, m: Model) -> list[Endpoint]:
     svc = services(request)
+    if m.kind == "chat":
+        return ChatPlanner(svc.router, chat_client).endpoints(m)
     eps = list(m.endpoints)
     if svc.settings.local_substitute and m.author != "local" and "local" in svc.router.adapters:
         eps.append(LOCAL_STT if m.kind == "transcription" else LOCAL_TTS)
@@ -97,15 +117,16 @@ def model_json(request: Request, m: Model) -> dict[str, Any]:
                     "max_characters": limits.max_characters}
                    if any((limits.max_bytes, limits.max_seconds, limits.max_characters)) else None),
         "supported_parameters": supported_parameters(m, usable or eps),
-        "supported_voices": m.voices or None if m.kind == "speech" else None,
+        "supported_voices": m.voices or None if m.kind == "speech" or (m.kind == "chat" and speaks(m)) else None,
+        "expiration_date": m.expiration_date,
         "default_parameters": None,
         "links": {"details": f"/api/v1/models/{m.id}/endpoints"},
         "available": bool(usable),
     }
 
 
-def _filter(request: Request) -> set[str] | None:
-    raw = request.query_params.get("output_modalities")
+def _filter(request: Request, name: str = "output_modalities") -> set[str] | None:
+    raw = request.query_params.get(name)
     if raw is None:
         return None
     wanted = {x.strip().lower() for x in raw.split(",") if x.strip()}
@@ -113,8 +134,8 @@ def _filter(request: Request) -> set[str] | None:
         return None
     bad = wanted - MODALITIES
     if bad:
-        raise InvalidRequest(f"output_modalities: unknown modality {sorted(bad)[0]!r}; use one of "
-                             f"{', '.join(sorted(MODALITIES))} or all", param="output_modalities")
+        raise InvalidRequest(f"{name}: unknown modality {sorted(bad)[0]!r}; use one of "
+                             f"{', '.join(sorted(MODALITIES))} or all", param=name)
     return wanted
 
 
@@ -122,10 +143,13 @@ def _filter(request: Request) -> set[str] | None:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     wanted = _filter(request)
+    wanted_in = _filter(request, "input_modalities")
     out = []
     for m in services(request).router.catalog.models.values():
         arch = architecture(m)
         if wanted is not None and not wanted & set(arch["output_modalities"]):
+            continue
+        if wanted_in is not None and not wanted_in & set(arch["input_modalities"]):
             continue
         item = model_json(request, m)
         if request.url.path.startswith("/v1/"):
@@ -205,7 +229,7 @@ async def model_endpoints_route(request: Request, author: str, slug: str) -> Res
 async def voices(request: Request) -> Response:
     svc = services(request)
     mid = request.query_params.get("model")
-    models = [m for m in svc.router.catalog.by_kind("speech")]
+    models = list(svc.router.catalog.by_kind("speech"))
     if mid:
         m = svc.router.catalog.find(mid)
         if m is None:
@@ -217,8 +241,61 @@ async def voices(request: Request) -> Response:
     data = []
     for m in models:
         aliases = sorted({k for e in m.endpoints for k in e.voice_map})
+        custom = any(e.capabilities.custom_voices for e in m.endpoints)
         for v in m.voices:
-            data.append({"id": v, "name": v, "model": m.id, "default": v == m.default_voice})
+            info = m.voice_details.get(v)
+            data.append({"id": v, "name": (info.name if info and info.name else v), "model": m.id,
+                         "default": v == m.default_voice,
+                         "language": info.language if info else None, "gender": info.gender if info else None,
+                         "preview_text": (info.preview_text if info and info.preview_text else m.voice_preview_text),
+                         "custom_voices": custom})
         for a in aliases:
             data.append({"id": a, "name": a, "model": m.id, "alias_of": m.endpoints[0].voice_map[a], "default": False})
+    return Response(orjson.dumps({"data": data}), media_type="application/json")
+
+
+# What is public about each built-in adapter's company, for GET /api/v1/providers (OpenRouter's shape: the
+# openrouter SDK 1.3.84 operations.ListProvidersResponse {data: [{name, slug, privacy_policy_url,
+# terms_of_service_url?, status_page_url?, headquarters?, datacenters?}]}). A provider the operator adds with
+# another adapter name gets nulls.
+PROVIDER_INFO: dict[str, dict[str, Any]] = {
+    "openai": {"privacy_policy_url": "https://openai.com/policies/privacy-policy/",
+               "terms_of_service_url": "https://openai.com/policies/terms-of-use/",
+               "status_page_url": "https://status.openai.com/", "headquarters": "US"},
+    "groq": {"privacy_policy_url": "https://groq.com/privacy-policy/",
+             "terms_of_service_url": "https://groq.com/terms-of-use/",
+             "status_page_url": "https://groqstatus.com/", "headquarters": "US"},
+    "google": {"privacy_policy_url": "https://policies.google.com/privacy",
+               "terms_of_service_url": "https://cloud.google.com/terms/",
+               "status_page_url": "https://status.cloud.google.com/", "headquarters": "US"},
+    "mistral": {"privacy_policy_url": "https://mistral.ai/terms/#privacy-policy",
+                "terms_of_service_url": "https://mistral.ai/terms/",
+                "status_page_url": "https://status.mistral.ai/", "headquarters": "FR"},
+    "deepgram": {"privacy_policy_url": "https://deepgram.com/privacy",
+                 "terms_of_service_url": "https://deepgram.com/terms",
+                 "status_page_url": "https://status.deepgram.com/", "headquarters": "US"},
+    "elevenlabs": {"privacy_policy_url": "https://elevenlabs.io/privacy-policy",
+                   "terms_of_service_url": "https://elevenlabs.io/terms-of-use",
+                   "status_page_url": "https://status.elevenlabs.io/", "headquarters": "US"},
+    "openrouter": {"privacy_policy_url": "https://openrouter.ai/privacy",
+                   "terms_of_service_url": "https://openrouter.ai/terms",
+                   "status_page_url": "https://status.openrouter.ai/", "headquarters": "US"},
+}
+
+
+@router.get("/api/v1/providers")
+async def providers(request: Request) -> Response:
+    """The catalog's providers in OpenRouter's shape (GET /api/v1/providers, the openrouter SDKs'
+    providers.list()), with `available` added: whether the provider can serve now (a key is set, ...)."""
+    svc = services(request)
+    data = []
+    for slug, p in svc.router.catalog.providers.items():
+        info = PROVIDER_INFO.get(p.adapter, {})
+        adapter = svc.router.adapters.get(slug)
+        data.append({"name": p.name, "slug": slug,
+                     "privacy_policy_url": info.get("privacy_policy_url"),
+                     "terms_of_service_url": info.get("terms_of_service_url"),
+                     "status_page_url": info.get("status_page_url"),
+                     "headquarters": info.get("headquarters"), "datacenters": None,
+                     "available": bool(adapter is not None and adapter.available())})
     return Response(orjson.dumps({"data": data}), media_type="application/json")

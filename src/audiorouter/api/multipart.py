@@ -26,7 +26,7 @@ _MAX_HEADER_LINE = 4096
 class FilePart:
     """An uploaded file: its name, the part's Content-Type and its bytes (or the spooled upload)."""
 
-    __slots__ = ("filename", "content_type", "_data", "_upload")
+    __slots__ = ("_data", "_upload", "content_type", "filename")
 
     def __init__(self, filename: str | None, content_type: str | None, data: bytes | None = None,
                  upload: UploadFile | None = None):
@@ -172,7 +172,7 @@ async def read_form(request: Request, limit: int, too_large, *, max_files: int, 
     declared = int(cl) if cl and cl.strip().isdigit() else None
     if declared is not None and declared > limit:
         raise too_large(limit, declared)
-    received: list[bytes] = []
+    received: list[Message] = []
     size = 0
     receive = request.receive
     done = False
@@ -180,18 +180,18 @@ async def read_form(request: Request, limit: int, too_large, *, max_files: int, 
         while size <= LEAN_MAX_BYTES:
             message = await receive()
             if message["type"] != "http.request":  # a disconnect: let the full parser meet it
-                received.append(message)  # type: ignore[arg-type]
+                received.append(message)
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
-            received.append(message)  # type: ignore[arg-type]
+            received.append(message)
             if not message.get("more_body", False):
                 done = True
                 break
         if done:
-            body = b"".join(m.get("body", b"") for m in received)  # type: ignore[union-attr]
+            body = b"".join(m.get("body", b"") for m in received)
             items = split(body, request.headers.get("content-type", ""), max_files=max_files,
                           max_fields=max_fields, max_part_size=max_part_size)
             if items is not None:

@@ -23,6 +23,12 @@ _TRANSCRIBE_FIELDS: dict[str, Any] = {
     "response_format": {"type": "string", "enum": sorted(TRANSCRIPT_FORMATS)},
     "timestamp_granularities": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
     "stream": _BOOL, "cache": _BOOL, "diarize": _BOOL, "keyterms": _STR_LIST, **_ROUTING,
+    "include": {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+    "chunking_strategy": {"anyOf": [{"type": "string", "enum": ["auto"]}, {
+        "type": "object", "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": ["server_vad"]}, "threshold": {"type": "number"},
+                       "prefix_padding_ms": {"type": "integer"}, "silence_duration_ms": {"type": "integer"}}}]},
+    "known_speaker_names": _STR_LIST, "known_speaker_references": _STR_LIST,
 }
 TRANSCRIPTION_JSON = {
     "type": "object", "required": ["model", "input_audio"],
@@ -39,7 +45,8 @@ TRANSCRIPTION_FORM = {
 }
 SPEECH_JSON = {
     "type": "object", "required": ["model", "input"],
-    "properties": {"model": _STR, "input": _STR, "voice": _STR, "instructions": _STR,
+    "properties": {"model": _STR, "input": _STR, "instructions": _STR,
+                   "voice": {"anyOf": [_STR, {"type": "object", "required": ["id"], "properties": {"id": _STR}}]},
                    "response_format": {"type": "string", "enum": sorted(SPEECH_FORMATS)},
                    "speed": {"type": "number", "minimum": 0.25, "maximum": 4},
                    "stream_format": {"type": "string", "enum": ["audio", "sse"]}, **_ROUTING},
@@ -80,8 +87,8 @@ _QUERY: dict[str, list[tuple[str, dict[str, Any], bool]]] = {  # path -> (name, 
                      ("offset", {"type": "integer", "minimum": 0}, False)],
     "/api/v1/byok": [("provider", _STR, False), ("offset", {"type": "integer", "minimum": 0}, False),
                      ("limit", {"type": "integer", "minimum": 1, "maximum": 100}, False)],
-    "/api/v1/models": [("output_modalities", _STR, False)],
-    "/v1/models": [("output_modalities", _STR, False)],
+    "/api/v1/models": [("output_modalities", _STR, False), ("input_modalities", _STR, False)],
+    "/v1/models": [("output_modalities", _STR, False), ("input_modalities", _STR, False)],
 }
 
 

@@ -8,43 +8,27 @@ import base64
 import binascii
 import math
 import re
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, overload
 
 import orjson
+from pydantic import AfterValidator, BeforeValidator
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from ..audio.sniff import INPUT_FORMATS, canonical, known, sniff
+from ..core import languages
 from ..core.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from ..core.types import (SPEECH_FORMATS, TRANSCRIPT_FORMATS, Audio, RoutingPrefs, SpeechRequest,
-                          TranscriptionRequest)
-from . import json_body
+from ..core.types import SPEECH_FORMATS, TRANSCRIPT_FORMATS, Audio, RoutingPrefs, SpeechRequest, TranscriptionRequest
+from . import json_body, openai_params
 from .json_body import DATA_URI as _DATA_URI
 from .json_body import BodyScanner, StreamedBase64, b64decode_strict
 from .multipart import FilePart, read_form
+from .validation import Body, FormBool, Strings, as_number, in_range, validate
 
 _WS = re.compile(rb"\s+")
 _B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 
-# ISO 639-1 codes, plus the three-letter codes Whisper uses (haw, yue). A code outside this list is a 400
-# at parse time; whether the serving engine knows the language is the provider's business.
-ISO_639_1 = frozenset("""
-aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee
-el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is
-it iu ja jv jw ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr
-ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si
-sk sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh
-yi yo za zh zu haw yue
-""".split())
-LANGUAGE_CODES = {  # English names clients send instead of codes (OpenAI's verbose_json reports names)
-    "english": "en", "german": "de", "spanish": "es", "french": "fr", "italian": "it", "russian": "ru",
-    "japanese": "ja", "chinese": "zh", "mandarin": "zh", "cantonese": "yue", "portuguese": "pt",
-    "dutch": "nl", "korean": "ko", "arabic": "ar", "hindi": "hi", "polish": "pl", "turkish": "tr",
-    "swedish": "sv", "ukrainian": "uk", "czech": "cs", "greek": "el", "finnish": "fi", "danish": "da",
-    "norwegian": "no", "hebrew": "he", "indonesian": "id", "vietnamese": "vi", "thai": "th",
-    "romanian": "ro", "hungarian": "hu", "catalan": "ca", "persian": "fa",
-}
 PROVIDER_SORTS = ("price", "latency", "throughput")
 
 
@@ -107,11 +91,11 @@ def parse_json(body: bytes | bytearray) -> dict[str, Any]:
         data = orjson.loads(memoryview(body) if scan is not None else body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest(f"body: invalid JSON ({_json_error(e, scan)})", param="body") from None
-    if scan is not None:
-        if scan.utf8_error or scan.error is not None:  # the skeleton parsed: the error is in the string
-            raise InvalidRequest(f"body: invalid JSON ({_json_error(None, scan)})", param="body")
+    # the skeleton parsed, so an error the scanner saw is inside a string
+    if scan is not None and (scan.utf8_error or scan.error is not None):
+        raise InvalidRequest(f"body: invalid JSON ({_json_error(None, scan)})", param="body")
     if not isinstance(data, dict):
-        raise InvalidRequest(f"body: expected a JSON object, got {_kind(data)}", param="body")
+        raise InvalidRequest(f"body: expected a JSON object, got {kind(data)}", param="body")
     if scan is not None:
         ia = data.get("input_audio")
         if isinstance(ia, dict) and ia.get("data") == scan.placeholder[1:-1].decode():
@@ -135,7 +119,7 @@ def _json_error(e: orjson.JSONDecodeError | None, scan: BodyScanner | None) -> s
     return mapped[1] if mapped is not None else str(e)
 
 
-def _kind(v: Any) -> str:
+def kind(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -210,7 +194,11 @@ def _invalid_b64(field: str, why: str) -> InvalidRequest:
 
 
 # ---- typed field helpers ------------------------------------------------------------------------------
-def _str(d: dict, key: str, *, required: bool = False, prefix: str = "") -> str | None:
+@overload
+def str_field(d: dict, key: str, *, required: Literal[True], prefix: str = "") -> str: ...
+@overload
+def str_field(d: dict, key: str, *, required: bool = False, prefix: str = "") -> str | None: ...
+def str_field(d: dict, key: str, *, required: bool = False, prefix: str = "") -> str | None:
     v = d.get(key)
     name = prefix + key
     if v is None:
@@ -218,13 +206,14 @@ def _str(d: dict, key: str, *, required: bool = False, prefix: str = "") -> str 
             raise InvalidRequest(f"{name}: required field is missing", param=name)
         return None
     if not isinstance(v, str):
-        raise InvalidRequest(f"{name}: expected a string, got {_kind(v)}", param=name)
+        raise InvalidRequest(f"{name}: expected a string, got {kind(v)}", param=name)
     if required and not v.strip():
         raise InvalidRequest(f"{name}: must not be empty", param=name)
     return v
 
 
-def _num(d: dict, key: str, lo: float | None = None, hi: float | None = None, *, prefix: str = "") -> float | None:
+def num_field(d: dict, key: str, lo: float | None = None, hi: float | None = None, *,
+              prefix: str = "") -> float | None:
     v = d.get(key)
     name = prefix + key
     if v is None:
@@ -233,9 +222,9 @@ def _num(d: dict, key: str, lo: float | None = None, hi: float | None = None, *,
         try:
             v = float(v.strip())
         except ValueError:
-            raise InvalidRequest(f"{name}: expected a number, got {v[:40]!r}", param=name) from None
+            raise InvalidRequest(f"{name}: expected a number, got {d[key][:40]!r}", param=name) from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InvalidRequest(f"{name}: expected a number, got {_kind(v)}", param=name)
+        raise InvalidRequest(f"{name}: expected a number, got {kind(v)}", param=name)
     try:
         v = float(v)
     except OverflowError:
@@ -250,7 +239,7 @@ def _num(d: dict, key: str, lo: float | None = None, hi: float | None = None, *,
     return v
 
 
-def _bool(d: dict, key: str, *, prefix: str = "") -> bool | None:
+def bool_field(d: dict, key: str, *, prefix: str = "") -> bool | None:
     v = d.get(key)
     if v is None:
         return None
@@ -258,11 +247,11 @@ def _bool(d: dict, key: str, *, prefix: str = "") -> bool | None:
         return v
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
         return v.strip().lower() in ("true", "1")
-    got = f"{v[:40]!r}" if isinstance(v, str) else _kind(v)
+    got = f"{v[:40]!r}" if isinstance(v, str) else kind(v)
     raise InvalidRequest(f"{prefix}{key}: expected a boolean (true or false), got {got}", param=prefix + key)
 
 
-def _str_list(d: dict, key: str, *, prefix: str = "") -> list[str] | None:
+def str_list_field(d: dict, key: str, *, prefix: str = "") -> list[str] | None:
     """A list of strings; one string is a list of one (a form field sent once)."""
     v = d.get(key)
     name = prefix + key
@@ -271,97 +260,67 @@ def _str_list(d: dict, key: str, *, prefix: str = "") -> list[str] | None:
     if isinstance(v, str):
         return [v]
     if not isinstance(v, list):
-        raise InvalidRequest(f"{name}: expected a list of strings, got {_kind(v)}", param=name)
+        raise InvalidRequest(f"{name}: expected a list of strings, got {kind(v)}", param=name)
     for i, x in enumerate(v):
         if not isinstance(x, str):
-            raise InvalidRequest(f"{name}[{i}]: expected a string, got {_kind(x)}", param=f"{name}[{i}]")
+            raise InvalidRequest(f"{name}[{i}]: expected a string, got {kind(x)}", param=f"{name}[{i}]")
     return v
 
 
-def parse_provider(v: Any) -> RoutingPrefs:
-    if v is None:
-        return RoutingPrefs()
+# ---- the `provider` object and a transcription's options: pydantic models (api/validation.py) -------------
+def _json_object(v: Any) -> Any:
     if isinstance(v, str):  # multipart sends it as a JSON string
         try:
-            v = orjson.loads(v)
+            return orjson.loads(v)
         except orjson.JSONDecodeError:
-            raise InvalidRequest("provider: expected a JSON object", param="provider") from None
-    if not isinstance(v, dict):
-        raise InvalidRequest(f"provider: expected an object, got {_kind(v)}", param="provider")
-    pre = "provider."
-    p = RoutingPrefs()
-    for key in ("order", "only", "ignore"):
-        setattr(p, key, _str_list(v, key, prefix=pre))
-    fb = _bool(v, "allow_fallbacks", prefix=pre)
-    p.allow_fallbacks = True if fb is None else fb
-    p.require_parameters = bool(_bool(v, "require_parameters", prefix=pre))
-    sort = v.get("sort")
-    if isinstance(sort, dict):
-        sort = sort.get("by")
-    if sort is not None and (not isinstance(sort, str) or sort not in PROVIDER_SORTS):
-        raise InvalidRequest(f"provider.sort: {str(sort)[:40]!r} is not one of {', '.join(PROVIDER_SORTS)}",
-                             param="provider.sort")
-    p.sort = sort
-    mp = v.get("max_price")
-    if mp is not None:
-        if not isinstance(mp, dict):
-            raise InvalidRequest(f"provider.max_price: expected an object of non-negative numbers, got {_kind(mp)}",
-                                 param="provider.max_price")
-        p.max_price = {}
-        for k in mp:
-            if mp[k] is None:
-                raise InvalidRequest(f"provider.max_price.{k}: expected a number, got null",
-                                     param=f"provider.max_price.{k}")
-            p.max_price[k] = _num(mp, k, 0.0, prefix="provider.max_price.")
-    dc = v.get("data_collection")
-    if dc is not None and (not isinstance(dc, str) or dc not in ("allow", "deny")):
-        raise InvalidRequest("provider.data_collection: must be 'allow' or 'deny'", param="provider.data_collection")
-    p.data_collection = dc
-    p.zdr = _bool(v, "zdr", prefix=pre)
-    opts = v.get("options")
-    if opts is None:
-        opts = {}
-    if not isinstance(opts, dict):
-        raise InvalidRequest(f"provider.options: expected an object keyed by provider slug, got {_kind(opts)}",
-                             param="provider.options")
-    for slug, o in opts.items():
-        if not isinstance(o, dict):
-            raise InvalidRequest(f"provider.options.{slug}: expected an object of that provider's options, got "
-                                 f"{_kind(o)}", param=f"provider.options.{slug}")
-    p.options = opts
-    return p
+            raise ValueError("expected a JSON object") from None
+    return v
 
 
-def _response_format(v: str | None, default: str) -> str:
-    fmt = (v or default).strip().lower()
-    if fmt not in TRANSCRIPT_FORMATS:
-        raise InvalidRequest(f"response_format: {v[:40]!r} is not one of {', '.join(TRANSCRIPT_FORMATS)}",
-                             param="response_format")
-    return fmt
+def _sort_by(v: Any) -> Any:
+    return v.get("by") if isinstance(v, dict) else v  # {"by": "price"} as well as "price"
 
 
-def _granularities(v: list[str] | None) -> list[str]:
+Price = Annotated[float, BeforeValidator(as_number), AfterValidator(in_range(0.0, None))]
+Sort = Literal["price", "latency", "throughput"]
+assert get_args(Sort) == PROVIDER_SORTS
+
+
+class ProviderFields(Body):
+    """OpenRouter's provider preferences (the request's `provider` object)."""
+    order: Strings | None = None
+    only: Strings | None = None
+    ignore: Strings | None = None
+    allow_fallbacks: FormBool | None = None
+    require_parameters: FormBool | None = None
+    sort: Annotated[Sort, BeforeValidator(_sort_by)] | None = None
+    max_price: dict[str, Price] | None = None
+    data_collection: Literal["allow", "deny"] | None = None
+    zdr: FormBool | None = None
+    options: dict[str, dict[str, Any]] | None = None  # keyed by provider slug: that provider's own options
+
+
+ProviderArg = Annotated[ProviderFields | None, BeforeValidator(_json_object)]
+
+
+class _ProviderOnly(Body):
+    provider: ProviderArg = None
+
+
+def routing_prefs(f: ProviderFields | None) -> RoutingPrefs:
+    if f is None:
+        return RoutingPrefs()
+    return RoutingPrefs(order=f.order, only=f.only, ignore=f.ignore,
+                        allow_fallbacks=True if f.allow_fallbacks is None else f.allow_fallbacks,
+                        require_parameters=bool(f.require_parameters), sort=f.sort, max_price=f.max_price,
+                        data_collection=f.data_collection, zdr=f.zdr, options=f.options or {})
+
+
+def parse_provider(v: Any) -> RoutingPrefs:
+    """The `provider` object (or its JSON string, from a form) -> RoutingPrefs; a 400 naming the field."""
     if v is None:
-        return ["segment"]
-    bad = [g for g in v if g not in ("word", "segment")]
-    if bad:
-        raise InvalidRequest(f"timestamp_granularities: {bad[0][:40]!r} is not 'word' or 'segment'",
-                             param="timestamp_granularities")
-    return v or ["segment"]
-
-
-def parse_language(v: str | None) -> str | None:
-    """'en', 'EN-us', 'en_GB', 'English' -> 'en'; '' -> None (detect); anything else is a 400."""
-    if v is None or not v.strip():
-        return None
-    s = v.strip().lower()
-    if s in LANGUAGE_CODES:
-        return LANGUAGE_CODES[s]
-    code = s.replace("_", "-").split("-")[0]
-    if code not in ISO_639_1:
-        raise InvalidRequest(f"language: {v[:40]!r} is not an ISO-639-1 language code (e.g. en, de, ja)",
-                             param="language")
-    return code
+        return RoutingPrefs()
+    return routing_prefs(validate(_ProviderOnly, {"provider": v}).provider)
 
 
 def _declared_format(fmt: str | None, data: bytes, field: str) -> str | None:
@@ -372,25 +331,25 @@ def _declared_format(fmt: str | None, data: bytes, field: str) -> str | None:
             raise InvalidRequest(f"{field}: must not be empty; use one of {', '.join(INPUT_FORMATS)}", param=field)
         return None
     if not known(declared) and sniff(data) is None:
-        raise InvalidRequest(f"{field}: {fmt[:40]!r} is not a supported audio format; use one of "
+        raise InvalidRequest(f"{field}: {str(fmt)[:40]!r} is not a supported audio format; use one of "
                              f"{', '.join(INPUT_FORMATS)}", param=field, metadata={"formats": list(INPUT_FORMATS)})
     return declared
 
 
 # ---- transcription ------------------------------------------------------------------------------------
 def transcription_from_json(data: dict[str, Any], task: str) -> TranscriptionRequest:
-    model = _str(data, "model", required=True)
+    model = str_field(data, "model", required=True)
     ia = data.get("input_audio")
     if ia is None:
         raise InvalidRequest("input_audio: required field is missing (send {data, format})", param="input_audio")
     if not isinstance(ia, dict):
-        raise InvalidRequest(f"input_audio: expected an object with data and format, got {_kind(ia)}",
+        raise InvalidRequest(f"input_audio: expected an object with data and format, got {kind(ia)}",
                              param="input_audio")
     if ia.get("url") is not None:  # fetched later by api/url_input.py
         if ia.get("data") is not None:
             raise InvalidRequest("input_audio: send either data or url, not both", param="input_audio.url")
-        url = _str(ia, "url", required=True, prefix="input_audio.")
-        fmt = _str(ia, "format", prefix="input_audio.")
+        url = str_field(ia, "url", required=True, prefix="input_audio.")
+        fmt = str_field(ia, "format", prefix="input_audio.")
         if fmt is not None and not known(canonical(fmt)):
             raise InvalidRequest(f"input_audio.format: {fmt[:40]!r} is not a supported audio format; use one of "
                                  f"{', '.join(INPUT_FORMATS)}", param="input_audio.format")
@@ -402,32 +361,71 @@ def transcription_from_json(data: dict[str, Any], task: str) -> TranscriptionReq
         if b64.blank:
             raise InvalidRequest("input_audio.data: must not be empty", param="input_audio.data")
     else:
-        b64 = _str(ia, "data", required=True, prefix="input_audio.")
-    fmt = _str(ia, "format", required=True, prefix="input_audio.")
+        b64 = str_field(ia, "data", required=True, prefix="input_audio.")
+    fmt = str_field(ia, "format", required=True, prefix="input_audio.")
     raw = streamed_b64(b64, "input_audio.data") if isinstance(b64, StreamedBase64) \
         else decode_b64(b64, "input_audio.data")
     audio = Audio(raw, declared_format=_declared_format(fmt, raw, "input_audio.format"))
     return _common(data, model, audio, task)
 
 
+def _language(v: str) -> str | None:
+    c = languages.code(v)
+    if c is not None and not languages.is_known(c):
+        raise ValueError(f"{v[:40]!r} is not an ISO-639-1 language code (e.g. en, de, ja)")
+    return c
+
+
+def _transcript_format(v: str) -> str:
+    fmt = v.strip().lower() or "json"
+    if fmt not in TRANSCRIPT_FORMATS:
+        raise ValueError(f"{v[:40]!r} is not one of {', '.join(TRANSCRIPT_FORMATS)}")
+    return fmt
+
+
+def _granularity_list(v: list[str]) -> list[str]:
+    bad = [g for g in v if g not in ("word", "segment")]
+    if bad:
+        raise ValueError(f"{bad[0][:40]!r} is not 'word' or 'segment'")
+    return v or ["segment"]
+
+
+class TranscriptionFields(Body):
+    """A transcription's options, in the order they are checked (the first bad one is the 400)."""
+    language: Annotated[str, AfterValidator(_language)] | None = None
+    prompt: str | None = None
+    temperature: Annotated[float, BeforeValidator(as_number), AfterValidator(in_range(0.0, 1.0))] | None = None
+    response_format: Annotated[str, AfterValidator(_transcript_format)] | None = None
+    timestamp_granularities: Annotated[Strings, AfterValidator(_granularity_list)] | None = None
+    provider: ProviderArg = None
+    models: Strings | None = None
+    session_id: str | None = None
+    user: str | None = None
+    diarize: FormBool | None = None
+    stream: FormBool | None = None
+    cache: FormBool | None = None
+    keyterms: Strings | None = None
+
+
 def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> TranscriptionRequest:
+    f = validate(TranscriptionFields, data)
     req = TranscriptionRequest(model=model, audio=audio, task=task)  # type: ignore[arg-type]
-    req.language = parse_language(_str(data, "language"))
-    req.prompt = _str(data, "prompt") or None
-    req.temperature = _num(data, "temperature", 0.0, 1.0)
-    req.response_format = _response_format(_str(data, "response_format"), "json")
-    req.timestamp_granularities = _granularities(_str_list(data, "timestamp_granularities"))
-    req.provider = parse_provider(data.get("provider"))
-    req.models = _str_list(data, "models")
-    req.session_id = _str(data, "session_id")
-    req.user = _str(data, "user")
+    req.language = f.language
+    req.prompt = f.prompt or None
+    req.temperature = f.temperature
+    req.response_format = f.response_format or "json"
+    req.timestamp_granularities = f.timestamp_granularities or ["segment"]
+    req.provider = routing_prefs(f.provider)
+    req.models = f.models
+    req.session_id = f.session_id
+    req.user = f.user
     for flag in ("diarize", "stream", "cache"):
-        b = _bool(data, flag)
+        b = getattr(f, flag)
         if b is not None:
             req.extra[flag] = b
-    kt = _str_list(data, "keyterms")
-    if kt:
-        req.extra["keyterms"] = kt
+    if f.keyterms:
+        req.extra["keyterms"] = f.keyterms
+    openai_params.transcription_extras(data, req)  # include, chunking_strategy, known speakers (H3)
     return req
 
 
@@ -435,7 +433,8 @@ def _common(data: dict[str, Any], model: str, audio: Audio, task: str) -> Transc
 _NESTED = re.compile(r"([^\[\]]+)(?:\[[^\[\]]*\])+")
 _SEGMENTS = re.compile(r"\[([^\[\]]*)\]")
 MAX_FIELD_DEPTH = 6            # provider[options][slug][name][] is 4
-JSON_LIST_FIELDS = ("models", "timestamp_granularities", "keyterms")
+JSON_LIST_FIELDS = ("models", "timestamp_granularities", "keyterms", "include", "known_speaker_names",
+                    "known_speaker_references")
 _MISSING = object()
 
 
@@ -443,9 +442,9 @@ def form_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
     """A form's fields (all but `file`) as the JSON object they stand for. Nested values come in the bracket
     notation the openai SDKs send for `extra_body` (Python and npm alike): `provider[order][]=B`,
     `provider[allow_fallbacks]=false`, `provider[max_price][audio]=0.5`, `models[]=m1`; `name[0]` indices are
-    read too. A name sent more than once is a list of its values. The leaves stay strings: the typed readers
-    (_num, _bool, _str_list) convert them. A list field may also come as one JSON array string
-    (`models=["a","b"]`), as `provider` may come as one JSON object string (parse_provider)."""
+    read too. A name sent more than once is a list of its values. The leaves stay strings: the models
+    (TranscriptionFields: FormBool, Strings, as_number) convert them. A list field may also come as one JSON
+    array string (`models=["a","b"]`), as `provider` may come as one JSON object string (ProviderArg)."""
     data: dict[str, Any] = {}
     for key, value in items:
         if "[" not in key and "]" not in key:  # the usual case: a plain name
@@ -526,7 +525,9 @@ def _both(path: str) -> InvalidRequest:
                           param=path)
 
 
-async def transcription_from_form(request: Request, task: str, limit: int) -> TranscriptionRequest:
+async def transcription_from_form(request: Request, task: str, limit: int,
+                                  fields: dict[str, Any] | None = None) -> TranscriptionRequest:
+    """`fields`, when given, receives the form's other fields (the batch jobs' webhook, idempotency_key)."""
     try:
         form = await read_form(request, limit, _too_large, max_files=4, max_fields=64,
                                max_part_size=4 * 1024 * 1024)
@@ -536,7 +537,9 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
         raise InvalidRequest(f"body: malformed multipart form ({str(e)[:200]})", param="body") from None
     try:
         data = form_fields(form.multi_items())
-        model = _str(data, "model", required=True)
+        if fields is not None:
+            fields.update(data)
+        model = str_field(data, "model", required=True)
         up = form.get("file")
         if up is None:
             raise InvalidRequest("file: required field is missing (upload the audio as 'file')", param="file")
@@ -552,7 +555,7 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
         fmt_field = data.get("format")
         if fmt_field is not None:
             if not isinstance(fmt_field, str):
-                raise InvalidRequest(f"format: expected a string, got {_kind(fmt_field)}", param="format")
+                raise InvalidRequest(f"format: expected a string, got {kind(fmt_field)}", param="format")
             declared = _declared_format(fmt_field, content, "format")
         else:  # the file name's extension, else the part's Content-Type; unknown ones ("blob") mean "detect"
             if known(ext):
@@ -566,8 +569,27 @@ async def transcription_from_form(request: Request, task: str, limit: int) -> Tr
 
 
 # ---- speech -------------------------------------------------------------------------------------------
+def _stream_format(v: str) -> str:
+    sf = v.strip().lower() or "audio"
+    if sf not in ("audio", "sse"):
+        raise ValueError(f"{sf[:40]!r} is not 'audio' or 'sse'")
+    return sf
+
+
+class SpeechFields(Body):
+    """A speech request's options besides model, input and voice, in the order they are checked."""
+    response_format: str | None = None  # its default depends on the dialect: checked by speech_from_json
+    speed: Annotated[float, BeforeValidator(as_number), AfterValidator(in_range(0.25, 4.0))] | None = None
+    stream_format: Annotated[str, AfterValidator(_stream_format)] | None = None
+    instructions: str | None = None
+    provider: ProviderArg = None
+    models: Strings | None = None
+    session_id: str | None = None
+    user: str | None = None
+
+
 def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: int) -> SpeechRequest:
-    model = _str(data, "model", required=True)
+    model = str_field(data, "model", required=True)
     text = data.get("input")
     if text is None:
         raise InvalidRequest("input: required field is missing", param="input")
@@ -576,7 +598,7 @@ def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: in
             raise InvalidRequest("input: expected a string or a list of {text} turns", param="input")
         text = "\n".join(t["text"] for t in text)
     if not isinstance(text, str):
-        raise InvalidRequest(f"input: expected a string, got {_kind(text)}", param="input")
+        raise InvalidRequest(f"input: expected a string, got {kind(text)}", param="input")
     if not text.strip():
         raise InvalidRequest("input: must not be empty", param="input")
     if len(text) > max_chars:
@@ -585,21 +607,15 @@ def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: in
                              code="input_too_long")
     if not any(ch.isalnum() for ch in text):
         raise InvalidRequest("input: has nothing to speak (no letters or digits)", param="input")
-    raw_fmt = _str(data, "response_format")
-    fmt = (raw_fmt or default_format).strip().lower()
+    f = validate(SpeechFields, data)
+    fmt = (f.response_format or default_format).strip().lower()
     if fmt == "pcm16":
         fmt = "pcm"
     if fmt not in SPEECH_FORMATS:
         raise InvalidRequest(f"response_format: {fmt[:40]!r} is not one of {', '.join(SPEECH_FORMATS)}",
                              param="response_format")
-    speed = _num(data, "speed", 0.25, 4.0)
-    sf = (_str(data, "stream_format") or "audio").strip().lower()
-    if sf not in ("audio", "sse"):
-        raise InvalidRequest(f"stream_format: {sf[:40]!r} is not 'audio' or 'sse'", param="stream_format")
-    voice = _str(data, "voice")
-    if voice is not None:
-        voice = voice.strip() or None
-    return SpeechRequest(model=model, input=text, voice=voice, response_format=fmt,
-                         speed=1.0 if speed is None else speed, instructions=_str(data, "instructions") or None,
-                         stream_format=sf, provider=parse_provider(data.get("provider")),
-                         models=_str_list(data, "models"), session_id=_str(data, "session_id"), user=_str(data, "user"))
+    voice, voice_object = openai_params.voice(data.get("voice"))  # a name or {"id": ...} (H3)
+    return SpeechRequest(model=model, input=text, voice=voice, voice_object=voice_object, response_format=fmt,
+                         speed=1.0 if f.speed is None else f.speed, instructions=f.instructions or None,
+                         stream_format=f.stream_format or "audio", provider=routing_prefs(f.provider),
+                         models=f.models, session_id=f.session_id, user=f.user)

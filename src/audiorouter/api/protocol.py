@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -68,7 +68,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_min_rate: int = 0
     max_connections: int = 0
     max_connections_per_client: int = 0
-    per_client: dict[str, int] = {}
+    per_client: ClassVar[dict[str, int]] = {}  # one per guarded_protocol() class, shared by its connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

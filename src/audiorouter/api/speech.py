@@ -3,17 +3,14 @@ each sentence is synthesized; or OpenAI's SSE events with stream_format "sse".""
 from __future__ import annotations
 
 import base64
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..audio.encode import StreamEncoder, content_type
-from ..audio.transcode import transcode_stream
-from ..routing import longform
-from ..routing.router import SpeechResult
+from ..jobs.speech import SpeechResult, encoded, media_type, speak
 from .context import route_headers, services
 from .errors import dialect_of
 from .generations import track
@@ -21,56 +18,6 @@ from .parsing import parse_json, read_body, speech_from_json
 from .streaming import StreamedResponse
 
 router = APIRouter()
-ENCODE_SLICE_S = 0.25  # seconds of audio per encoder call for mp3/opus/aac/flac output
-FIRST_SLICE_S = 0.1  # the first call: enough for the first mp3/aac/opus packet (~1 ms of encoding, not ~3)
-
-
-def _slices(n: int, rate: int, first: bool) -> list[tuple[int, int]]:
-    step = max(1, int(rate * ENCODE_SLICE_S))
-    out, i = [], 0
-    if first and n > step:
-        i = max(1, int(rate * FIRST_SLICE_S))
-        out.append((0, i))
-    while i < n:
-        out.append((i, min(n, i + step)))
-        i += step
-    return out
-
-
-async def encoded(result: SpeechResult, fmt: str) -> AsyncIterator[bytes]:
-    stream = result.stream
-    if stream.encoding == "f32":
-        enc = StreamEncoder(fmt, stream.rate)
-        # Compressed formats are fed a fraction of a second at a time (the very first slice smaller still):
-        # the first bytes leave after a millisecond or two of encoding instead of a whole sentence's worth,
-        # and the event loop is never held for long.
-        sliced = fmt not in ("pcm", "wav")
-        first = True
-        async for chunk in result.chunks():
-            if chunk is None or not len(chunk):
-                continue
-            if not sliced:
-                yield enc.feed(chunk)
-                continue
-            for a, b in _slices(len(chunk), stream.rate, first):
-                out = enc.feed(chunk[a:b])
-                if out:
-                    yield out
-            first = False
-        tail = enc.close()
-        if tail:
-            yield tail
-    elif stream.encoding == fmt:
-        async for chunk in result.chunks():
-            if chunk:
-                yield chunk
-    else:
-        async for chunk in transcode_stream(result.chunks(), stream.encoding, stream.rate, fmt):
-            yield chunk
-
-
-def output_rate(result: SpeechResult, fmt: str) -> int:
-    return result.stream.rate
 
 
 async def sse(result: SpeechResult, fmt: str) -> AsyncIterator[bytes]:
@@ -94,7 +41,7 @@ async def speech(request: Request) -> Response:
     req = speech_from_json(data, default_format="mp3" if dialect == "openai" else "pcm",
                            max_chars=svc.settings.max_speech_chars)
     async with track(request, req) as gen:  # ledger row, limit reservation
-        result = await longform.speak(svc.router, req, gen.cands)  # text over an endpoint's max_characters is split
+        result = await speak(svc.router, req, gen.cands)  # text over an endpoint's max_characters is split
         gen.served(result.route, result.usage, streaming=True)
     request.state.usage = result.usage
     headers = route_headers(result.route)
@@ -104,5 +51,5 @@ async def speech(request: Request) -> Response:
         return StreamedResponse(gen.stream(sse(result, req.response_format)), media_type="text/event-stream",
                                 headers=headers)
     return StreamedResponse(gen.stream(encoded(result, req.response_format)),
-                            media_type=content_type(req.response_format, output_rate(result, req.response_format)),
+                            media_type=media_type(result, req.response_format),
                             headers=headers)

@@ -6,10 +6,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..cache import get_cache
-from ..cache import policy as cache_policy
 from ..core.errors import InvalidRequest
-from ..routing.longform import TranscriptionJob
+from ..jobs.transcription import TranscriptionJob, cache_policy, get_cache
 from .auth import principal
 from .context import route_headers, services
 from .errors import dialect_of
@@ -31,7 +29,8 @@ async def parse_transcription(request: Request, task: str):
     # Only JSON gets here (api/guard.py answers 415 to anything else, a form or text/plain that a web page could
     # send cross-site without asking first); the check stays for callers that skip the guard.
     if ctype.startswith("application/json"):
-        return transcription_from_json(parse_json(await read_body(request, limit, audio=True)), task), "input_audio.data"
+        body = parse_json(await read_body(request, limit, audio=True))
+        return transcription_from_json(body, task), "input_audio.data"
     raise InvalidRequest(f"Content-Type: {ctype!r} is not supported; send application/json or multipart/form-data",
                          param="Content-Type", status=415)
 
@@ -71,7 +70,8 @@ async def handle(request: Request, task: str) -> Response:
         return StreamedResponse(tracked_events(tracker, gen, job, dialect, request.state),
                                 media_type="text/event-stream", headers={**job.headers, "Cache-Control": "no-cache"})
     try:
-        async with track(request, req, seconds=job.duration, cands=job.plan.candidates) as gen:  # ledger row, limit reservation
+        # the ledger row and the limit reservation, estimated on the job's plan (made once, in prepare)
+        async with track(request, req, seconds=job.duration, cands=job.plan.candidates) as gen:
             result = await job.run()
             gen.served(result.route, result.usage)
     finally:

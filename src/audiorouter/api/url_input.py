@@ -1,18 +1,17 @@
-"""input_audio.url: the gateway fetches the audio itself. Only http and https; the host name is resolved here
-and every address it resolves to must be public (loopback, private, link-local, site-local, CGNAT, multicast,
+"""input_audio.url: the gateway fetches the audio itself. Only http and https; the host name is resolved here and
+every address it resolves to must be public (loopback, private, link-local, site-local, CGNAT, multicast,
 documentation and reserved ranges of IANA's special-purpose registries, also as the IPv4 address an IPv6 one
 carries - mapped, NAT64, 6to4, Teredo - are refused unless the operator allows them with
-AUDIOROUTER_URL_FETCH_ALLOW_PRIVATE=true or lists them in AUDIOROUTER_URL_FETCH_ALLOW_HOSTS); the connection then goes to the address that was checked
-(so a second DNS answer cannot point it elsewhere), with the original name as Host header and TLS server
-name. Redirects are followed by hand, each hop checked the same way. The body is capped in size
-(AUDIOROUTER_URL_FETCH_MAX_BYTES, default the request body limit) and the whole fetch in time
+AUDIOROUTER_URL_FETCH_ALLOW_PRIVATE=true or lists them in AUDIOROUTER_URL_FETCH_ALLOW_HOSTS); the connection then
+goes to the address that was checked (so a second DNS answer cannot point it elsewhere), with the original name
+as Host header and TLS server name. Redirects are followed by hand, each hop checked the same way. The body is
+capped in size (AUDIOROUTER_URL_FETCH_MAX_BYTES, default the request body limit) and the whole fetch in time
 (AUDIOROUTER_URL_FETCH_TIMEOUT_S). Every failure is a 4xx naming input_audio.url."""
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -20,79 +19,18 @@ import httpx
 
 from ..audio.sniff import canonical, known
 from ..core.errors import InvalidRequest, PayloadTooLarge
+from ..core.netguard import IPAddress, blocked_reason, embedded_ipv4, refusal  # noqa: F401 (re-exported)
 
 FIELD = "input_audio.url"
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _refuse(message: str, code: str = "invalid_url", status: int = 400, **meta: Any) -> InvalidRequest:
     return InvalidRequest(f"{FIELD}: {message}", param=FIELD, code=code, status=status, metadata=meta or None)
 
 
-@lru_cache(maxsize=16)
-def _allowed_networks(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    nets = []
-    for item in spec.split(","):
-        item = item.strip()
-        if item:
-            nets.append(ipaddress.ip_network(item, strict=False))
-    return tuple(nets)
-
-
-# IANA special-purpose ranges (iana-ipv4/ipv6-special-registry) that are not globally reachable, beyond what
-# this Python's is_global already knows (older ones miss some), and ranges deprecated for use
-_NOT_GLOBAL = {
-    "site-local": ipaddress.ip_network("fec0::/10"),        # RFC 3879: deprecated, routed like private
-    "documentation": ipaddress.ip_network("3fff::/20"),     # RFC 9637
-    "local NAT64": ipaddress.ip_network("64:ff9b:1::/48"),  # RFC 8215: translates to private networks
-    "SRv6 SID": ipaddress.ip_network("5f00::/16"),          # RFC 9602
-    "6to4 relay": ipaddress.ip_network("192.88.99.0/24"),   # RFC 7526: deprecated anycast
-    "IETF protocol": ipaddress.ip_network("192.0.0.0/24"),  # RFC 6890 (but for the two below)
-}
-_GLOBAL_EXCEPTIONS = {ipaddress.ip_address("192.0.0.9"), ipaddress.ip_address("192.0.0.10")}  # PCP, TURN anycast
-NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
-
-
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address reaches: IPv4-mapped, NAT64 (well-known prefix), 6to4, Teredo."""
-    if ip in NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-
-
-def blocked_reason(ip: IPAddress) -> str | None:
-    """Why an address is not a public internet address (None when it is)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = embedded_ipv4(ip)
-        if embedded is not None:
-            why = blocked_reason(embedded)
-            if why or ip.teredo is None:  # mapped, NAT64, 6to4: the IPv4 address reached decides
-                return why
-    if ip in _GLOBAL_EXCEPTIONS:
-        return None
-    for why, net in _NOT_GLOBAL.items():
-        if ip.version == net.version and ip in net:
-            return why
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_private:
-        return "private"
-    if ip.is_reserved or not ip.is_global:
-        return "reserved"
-    return None
-
-
 def check_address(ip: IPAddress, host: str, settings: Any) -> None:
-    why = blocked_reason(ip)
-    if why is None or settings.url_fetch_allow_private:
-        return
-    if any(ip in net for net in _allowed_networks(settings.url_fetch_allow_hosts or "")):
+    why = refusal(ip, settings)
+    if why is None:
         return
     raise _refuse(f"refusing to fetch from {host} ({ip} is a {why} address); the server fetches only public "
                   "addresses unless its operator sets AUDIOROUTER_URL_FETCH_ALLOW_PRIVATE=true",
@@ -131,7 +69,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     addrs: list[IPAddress] = []
     for family, _, _, _, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
-            ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if ip not in addrs:
                 addrs.append(ip)
     if not addrs:
@@ -191,8 +129,8 @@ async def _fetch(url: str, settings: Any, limit: int, timeout: float) -> tuple[b
                 check_address(ip, host, settings)
             ext = {"sni_hostname": host} if scheme == "https" else {}
             request = client.build_request("GET", _pinned_url(current, addrs[0]),
-                                           headers={"Host": _host_header(current), "Accept": "audio/*, */*", "Accept-Encoding": "identity",
-                                                    "User-Agent": "audiorouter"},
+                                           headers={"Host": _host_header(current), "Accept": "audio/*, */*",
+                                                    "Accept-Encoding": "identity", "User-Agent": "audiorouter"},
                                            extensions=ext)
             try:
                 resp = await client.send(request, stream=True)
@@ -200,12 +138,14 @@ async def _fetch(url: str, settings: Any, limit: int, timeout: float) -> tuple[b
                 raise _refuse(f"fetching the URL timed out ({timeout:g} s)", code="url_fetch_timeout",
                               status=408) from None
             except httpx.HTTPError as e:
-                raise _refuse(f"could not fetch the URL ({e.__class__.__name__}: {e})", code="url_fetch_failed") from None
+                raise _refuse(f"could not fetch the URL ({e.__class__.__name__}: {e})",
+                              code="url_fetch_failed") from None
             try:
                 if resp.status_code in (301, 302, 303, 307, 308):
                     location = resp.headers.get("location")
                     if not location:
-                        raise _refuse(f"the URL answered {resp.status_code} without a Location", code="url_fetch_failed")
+                        raise _refuse(f"the URL answered {resp.status_code} without a Location",
+                                      code="url_fetch_failed")
                     current = urljoin(current, location)
                     continue
                 if not resp.is_success:
@@ -233,7 +173,8 @@ async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
                                       metadata={"limit": limit}, code="url_too_large")
             parts.append(chunk)
     except httpx.TimeoutException:
-        raise _refuse("fetching the URL timed out while reading the body", code="url_fetch_timeout", status=408) from None
+        raise _refuse("fetching the URL timed out while reading the body", code="url_fetch_timeout",
+                      status=408) from None
     except httpx.HTTPError as e:
         raise _refuse(f"the download failed ({e.__class__.__name__})", code="url_fetch_failed") from None
     data = b"".join(parts)

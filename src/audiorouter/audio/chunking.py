@@ -24,7 +24,7 @@ class PcmSpool:
     pread, so memory stays flat however long the audio is."""
 
     def __init__(self, directory: str | None = None):
-        self._f = tempfile.TemporaryFile(prefix="audiorouter-pcm-", dir=directory)
+        self._f = tempfile.TemporaryFile(prefix="audiorouter-pcm-", dir=directory)  # noqa: SIM115 - closed by close()
         self._fd = self._f.fileno()
         self._lock = threading.Lock()
         self.n_samples = 0
@@ -64,7 +64,7 @@ class PcmSpool:
         except OSError:
             pass
 
-    def __enter__(self) -> "PcmSpool":
+    def __enter__(self) -> PcmSpool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,13 +92,13 @@ def probe_duration(data: bytes, declared: str | None = None) -> float | None:
         if layout is not None:
             return layout.duration
     try:
-        container = dec._open(data, None)
+        container = dec.open_raw(data, None)
     except (av.FFmpegError, ValueError, OSError, EOFError):
         return None
     try:
         if not container.streams.audio:
             return None
-        return dec._declared_seconds(container, container.streams.audio[0])
+        return dec.declared_seconds(container, container.streams.audio[0])
     except (av.FFmpegError, ValueError, IndexError, OSError):
         return None
     finally:
@@ -138,7 +138,7 @@ def decode_to_spool(data: bytes, declared: str | None = None, *, field: str = "i
     and the format it was decoded as. Bad input is a 400 naming `field`, as audio/decode.py words it."""
     from . import decode as dec
     if not data:
-        raise dec._bad(field, "the audio is empty (0 bytes)")
+        raise dec.bad_audio(field, "the audio is empty (0 bytes)")
     limit = dec.MAX_SECONDS
     detected = sniff(data, signatures_only=declared == "pcm")
     spool = PcmSpool(directory)
@@ -146,10 +146,10 @@ def decode_to_spool(data: bytes, declared: str | None = None, *, field: str = "i
         if detected is None and declared == "pcm":  # headerless s16le, 16 kHz, mono: already what we keep
             usable = len(data) - (len(data) % 2)
             if usable == 0:
-                raise dec._bad(field, "the audio decodes to no samples (headerless pcm needs at least one "
+                raise dec.bad_audio(field, "the audio decodes to no samples (headerless pcm needs at least one "
                                       "16-bit sample)")
             if usable / 2 / RATE > limit:
-                raise dec._too_long(field, usable / 2 / RATE, limit)
+                raise dec.too_long(field, usable / 2 / RATE, limit)
             mv = memoryview(data)
             step = RATE * 2 * 60
             for i in range(0, usable, step):
@@ -159,14 +159,14 @@ def decode_to_spool(data: bytes, declared: str | None = None, *, field: str = "i
         if layout is not None and layout.tag == 1 and layout.bits == 16 and layout.channels == 1 \
                 and layout.rate == RATE and layout.frames:  # already 16 kHz mono s16: copy, no decoder
             if layout.duration > limit:
-                raise dec._too_long(field, layout.duration, limit)
+                raise dec.too_long(field, layout.duration, limit)
             mv = memoryview(data)[layout.offset:layout.offset + layout.frames * 2]
             step = RATE * 2 * 60
             for i in range(0, len(mv), step):
                 spool.append(np.frombuffer(mv[i:i + step], dtype="<i2"))
             return spool, "wav"
         if detected is None and declared not in (None, "pcm", "mp3", "aac") and known(declared):
-            raise dec._bad(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
+            raise dec.bad_audio(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
                                   "known audio format; if this is headerless 16 kHz 16-bit mono PCM, declare "
                                   "format pcm")
         fmt = _decode_into(data, detected, declared, spool, field, limit)

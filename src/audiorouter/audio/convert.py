@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any
 
 import av
 import numpy as np
 
+from ..core.audio import PreparedAudio
 from ..core.errors import PayloadTooLarge
 from .encode import to_s16_array, wav_header
-
-if TYPE_CHECKING:
-    from ..providers.base import PreparedAudio
 
 RATE = 16000
 MIME = {
@@ -69,7 +68,8 @@ def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     step = rate * FRAME_SECONDS
     n = len(samples)
     if fmt == "wav":
-        return b"".join([wav_header(rate, n * 2), *(to_s16_array(samples[i:i + step]) for i in range(0, n, step))])
+        return b"".join([wav_header(rate, n * 2),
+                         *(to_s16_array(samples[i:i + step]).data for i in range(0, n, step))])
     container, codec, bitrate, out_rate = {
         "flac": ("flac", "flac", None, rate),
         "mp3": ("mp3", "libmp3lame", 32000, rate),
@@ -77,11 +77,12 @@ def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     }[fmt]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=out_rate, layout="mono")
+        stream: av.AudioStream = out.add_stream(codec, rate=out_rate, layout="mono")  # type: ignore[assignment]
         if bitrate:
             stream.bit_rate = bitrate
         for i in range(0, n, step):
-            frame = av.AudioFrame.from_ndarray(to_s16_array(samples[i:i + step]).reshape(1, -1), format="s16", layout="mono")
+            frame = av.AudioFrame.from_ndarray(to_s16_array(samples[i:i + step]).reshape(1, -1), format="s16",
+                                               layout="mono")
             frame.sample_rate = rate
             frame.time_base = Fraction(1, rate)
             frame.pts = i
@@ -92,21 +93,21 @@ def encode_samples(samples: np.ndarray, fmt: str, rate: int = RATE) -> bytes:
     return buf.getvalue()
 
 
-def source_samples(audio: "PreparedAudio") -> np.ndarray:
+def source_samples(audio: PreparedAudio) -> np.ndarray:
     """What to encode `audio` from: its int16 PCM where it keeps some (`pcm16`, 16 kHz mono: a chunk of long
-    audio, routing/longform.py), else its float32 samples."""
+    audio, jobs/transcription.py), else its float32 samples."""
     pcm = getattr(audio, "pcm16", None)
     return pcm if pcm is not None else audio.samples
 
 
-def _cache(audio: "PreparedAudio") -> dict[str, bytes]:
+def _cache(audio: PreparedAudio) -> dict[str, bytes]:
     cache: dict[str, bytes] | None = audio.__dict__.get("_ar_encodings")
     if cache is None:
         cache = audio.__dict__["_ar_encodings"] = {}
     return cache
 
 
-async def encoded(audio: "PreparedAudio", fmt: str) -> bytes:
+async def encoded(audio: PreparedAudio, fmt: str) -> bytes:
     cache = _cache(audio)
     data = cache.get(fmt)
     if data is None:  # samples fetched in the thread too: lazily decoded audio decodes off the event loop
@@ -120,7 +121,7 @@ def _upload(data: bytes, fmt: str, converted: bool) -> Upload:
     return Upload(data, fmt, f"audio.{ext}", MIME.get(fmt, "application/octet-stream"), converted)
 
 
-async def for_endpoint(audio: "PreparedAudio", input_formats: Iterable[str] | None,
+async def for_endpoint(audio: PreparedAudio, input_formats: Iterable[str] | None,
                        max_bytes: int | None, *, field: str = "file", provider: str = "") -> Upload:
     """The upload for an endpoint with these accepted containers and byte limit."""
     formats = list(input_formats) if input_formats is not None else None

@@ -31,7 +31,7 @@ _FORCE = {  # canonical format -> demuxer to force when probing alone fails
     "mp4": "mp4", "aac": "aac", "aiff": "aiff", "asf": "asf", "amr": "amr", "caf": "caf",
 }
 # Decoded audio is held in memory as float32 (64 KB a second); refuse what would not fit comfortably.
-MAX_SECONDS = float(os.environ.get("AUDIOROUTER_MAX_AUDIO_SECONDS", 4 * 3600))
+MAX_SECONDS = float(os.environ.get("AUDIOROUTER_MAX_AUDIO_SECONDS", str(4 * 3600)))
 # Up to this share of packets may fail to decode (a glitch, a cut last frame) before the file is refused.
 MAX_BAD_PACKET_SHARE = 0.1
 
@@ -51,7 +51,7 @@ class Decoded:
         return len(self.samples) / TARGET_RATE
 
 
-def _bad(field: str, message: str) -> InvalidRequest:
+def bad_audio(field: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {message}", param=field, code="invalid_audio")
 
 
@@ -61,14 +61,14 @@ def decode(data: bytes, declared: str | None = None, *, field: str = "input_audi
     AudioTooLong as soon as more than `max_seconds` (default MAX_SECONDS) came out, whatever the header
     claimed: the float32 held is bounded by the limit, never by what the bytes say."""
     if not data:
-        raise _bad(field, "the audio is empty (0 bytes)")
+        raise bad_audio(field, "the audio is empty (0 bytes)")
     limit = MAX_SECONDS if max_seconds is None else max_seconds
     detected = sniff(data, signatures_only=declared == "pcm")
     if detected is None and declared == "pcm":
         return _decode_pcm(data, field, limit)
     if detected is None and declared not in (None, "pcm") and known(declared) and declared not in ("mp3", "aac"):
         # every other known container starts with a signature: these bytes are not one
-        raise _bad(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
+        raise bad_audio(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
                           "known audio format; if this is headerless 16 kHz 16-bit mono PCM, declare format pcm")
     return _decode_container(data, detected, declared, field, limit)
 
@@ -76,9 +76,9 @@ def decode(data: bytes, declared: str | None = None, *, field: str = "input_audi
 def _decode_pcm(data: bytes, field: str, limit: float) -> Decoded:
     usable = len(data) - (len(data) % 2)
     if usable == 0:
-        raise _bad(field, "the audio decodes to no samples (headerless pcm needs at least one 16-bit sample)")
+        raise bad_audio(field, "the audio decodes to no samples (headerless pcm needs at least one 16-bit sample)")
     if usable / 2 / PCM_RATE > limit:
-        raise _too_long(field, usable / 2 / PCM_RATE, limit)
+        raise too_long(field, usable / 2 / PCM_RATE, limit)
     samples = np.frombuffer(data, dtype="<i2", count=usable // 2).astype(np.float32) * np.float32(1 / 32768)
     return Decoded(samples, "pcm", PCM_RATE, 1)
 
@@ -93,11 +93,11 @@ class AudioTooLong(PayloadTooLarge):
         self.limit = limit
 
 
-def _too_long(field: str, seconds: float, limit: float) -> AudioTooLong:
+def too_long(field: str, seconds: float, limit: float) -> AudioTooLong:
     return AudioTooLong(field, seconds, limit)
 
 
-def _open(data: bytes, force: str | None):
+def open_raw(data: bytes, force: str | None):
     return av.open(io.BytesIO(data), mode="r", format=force, metadata_errors="ignore",
                    container_options={"format_whitelist": ALLOWED_DEMUXERS})
 
@@ -105,15 +105,15 @@ def _open(data: bytes, force: str | None):
 def open_container(data: bytes, detected: str | None, what: str, field: str):
     """Open the bytes with an allowed demuxer, forcing the sniffed one when probing alone fails."""
     try:
-        return _open(data, None)
+        return open_raw(data, None)
     except (av.FFmpegError, ValueError, OSError, EOFError) as first:
         force = _FORCE.get(detected or "")
         if force is None:
-            raise _bad(field, f"could not decode the audio as {what}: {_reason(first)}") from None
+            raise bad_audio(field, f"could not decode the audio as {what}: {_reason(first)}") from None
         try:
-            return _open(data, force)
+            return open_raw(data, force)
         except (av.FFmpegError, ValueError, OSError, EOFError) as e:
-            raise _bad(field, f"could not decode the audio as {what}: {_reason(e)}") from None
+            raise bad_audio(field, f"could not decode the audio as {what}: {_reason(e)}") from None
 
 
 def _decode_container(data: bytes, detected: str | None, declared: str | None, field: str,
@@ -123,13 +123,15 @@ def _decode_container(data: bytes, detected: str | None, declared: str | None, f
     return Decoded(out.samples(), report.format, report.rate, report.channels, decode_errors=report.errors)
 
 
-def _reason(e: BaseException) -> str:
-    if isinstance(e, av.error.EOFError) or isinstance(e, EOFError):
+def _reason(e: BaseException | None) -> str:
+    if isinstance(e, (av.error.EOFError, EOFError)):
         return "the data ends before any audio could be read (an empty or truncated file)"
     if isinstance(e, av.error.InvalidDataError):
         return "the data is not valid audio of that kind (corrupt, truncated or not audio at all)"
     if isinstance(e, av.error.PermissionError):
         return "this kind of file is not accepted as audio input"
+    if e is None:
+        return "no packet of it could be decoded"
     return e.__class__.__name__
 
 
@@ -141,7 +143,7 @@ class MonoResampler:
     sample_format = "flt"
 
     def __init__(self) -> None:
-        self._key = None
+        self._key: tuple[str, str, int] | None = None
         self._rs: av.AudioResampler | None = None
         self.n = 0
 
@@ -156,11 +158,12 @@ class MonoResampler:
 
     def feed(self, frame: av.AudioFrame) -> None:
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if key != self._key:
+        rs = self._rs
+        if rs is None or key != self._key:
             self.flush()
-            self._rs = av.AudioResampler(format=self.sample_format, layout="mono", rate=TARGET_RATE)
+            self._rs = rs = av.AudioResampler(format=self.sample_format, layout="mono", rate=TARGET_RATE)
             self._key = key
-        self._take(self._rs.resample(frame))
+        self._take(rs.resample(frame))
 
     def flush(self) -> None:
         if self._rs is not None:
@@ -202,17 +205,17 @@ def decode_into(data: bytes, detected: str | None, declared: str | None, out: Mo
     try:
         streams = container.streams.audio
         if not streams:
-            raise _bad(field, "the file has no audio stream")
+            raise bad_audio(field, "the file has no audio stream")
         stream = streams[0]
         try:
             rate, channels = stream.rate, stream.channels
         except AttributeError:  # PyAV has no codec context for it: an unknown codec or a corrupt header
-            raise _bad(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt header?)") \
+            raise bad_audio(field, f"the audio codec of this {what} file is unknown or unsupported (corrupt header?)") \
                 from None
         fmt = detected or _container_name(container)
-        declared_s = _declared_seconds(container, stream)
+        declared_s = declared_seconds(container, stream)
         if declared_s is not None and declared_s > limit * 1.05:
-            raise _too_long(field, declared_s, limit)
+            raise too_long(field, declared_s, limit)
         packets = bad = 0
         demux_error: BaseException | None = None
         last_error: BaseException | None = None
@@ -228,7 +231,7 @@ def decode_into(data: bytes, detected: str | None, declared: str | None, out: Mo
                 for frame in frames:
                     out.feed(frame)
                 if out.n > limit * TARGET_RATE:
-                    raise _too_long(field, out.n / TARGET_RATE, limit)
+                    raise too_long(field, out.n / TARGET_RATE, limit)
         except InvalidRequest:
             raise
         except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:  # the demuxer gave up
@@ -242,19 +245,19 @@ def decode_into(data: bytes, detected: str | None, declared: str | None, out: Mo
     seconds = out.n / TARGET_RATE
     if out.n == 0:
         if bad or demux_error is not None:
-            raise _bad(field, f"could not decode any audio as {what}: {_reason(demux_error or last_error)}")
-        raise _bad(field, "the audio decodes to no samples (the file holds no sound)")
+            raise bad_audio(field, f"could not decode any audio as {what}: {_reason(demux_error or last_error)}")
+        raise bad_audio(field, "the audio decodes to no samples (the file holds no sound)")
     errors = bad + (1 if demux_error is not None else 0)
     if errors:
         if bad > max(1, MAX_BAD_PACKET_SHARE * packets):
-            raise _bad(field, f"the audio is corrupt: {bad} of {packets} packets could not be decoded")
+            raise bad_audio(field, f"the audio is corrupt: {bad} of {packets} packets could not be decoded")
         if declared_s and seconds < 0.9 * declared_s - 0.5:
-            raise _bad(field, f"the audio is truncated or corrupt: the file says it lasts {declared_s:.2f} s "
+            raise bad_audio(field, f"the audio is truncated or corrupt: the file says it lasts {declared_s:.2f} s "
                               f"but decoding stopped after {seconds:.2f} s")
     return DecodeReport(fmt, rate, channels, errors)
 
 
-def _declared_seconds(container, stream) -> float | None:
+def declared_seconds(container, stream) -> float | None:
     try:
         if stream.duration is not None and stream.time_base is not None:
             s = float(stream.duration * stream.time_base)

@@ -71,7 +71,7 @@ class StreamEncoder:
         self._sink = _Sink()
         self._out = av.open(self._sink, mode="w", format=container_fmt,
                             options={"page_duration": "100000"} if container_fmt == "ogg" else None)
-        self._stream = self._out.add_stream(codec, rate=out_rate or rate, layout="mono")
+        self._stream: av.AudioStream = self._out.add_stream(codec, rate=out_rate or rate, layout="mono")  # type: ignore[assignment]
         if fmt == "mp3":
             self._stream.bit_rate = 64000 if rate <= 24000 else 128000
         elif fmt == "aac":

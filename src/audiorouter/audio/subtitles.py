@@ -1,11 +1,13 @@
 """SRT and WebVTT from a neutral transcript. Cues are built from word timings when there are any (readable
-cues: at most two lines of ~42 characters and ~7 s each), else from segments."""
+cues: at most two lines of ~42 characters and ~7 s each), else from segments. A diarized transcript's cues
+never mix speakers and carry the speaker (core.speakers labels): "[A] text" in SRT, "<v A>text</v>" in VTT."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.types import Transcript, Word
+from ..core.speakers import SpeakerLabels
 from ..core.text import pack
+from ..core.types import Transcript, Word
 
 LINE_CHARS = 42
 MAX_LINES = 2
@@ -17,6 +19,7 @@ class Cue:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # diarized transcripts: the label shown (core.speakers), "A" or a known name
 
 
 def _wrap(text: str, width: int = LINE_CHARS) -> list[str]:
@@ -83,7 +86,33 @@ def _split_segment(start: float, end: float, text: str) -> list[Cue]:
     return cues
 
 
+def _speaker_cues(transcript: Transcript) -> list[Cue] | None:
+    """Cues that never mix speakers, each with its label, when the transcript is diarized; else None."""
+    if not any(s.speaker is not None or any(w.speaker is not None for w in s.words) for s in transcript.segments):
+        return None
+    labels = SpeakerLabels()
+    out: list[Cue] = []
+    for s in transcript.segments:
+        if s.words:
+            run: list[Word] = []
+            for w in [*s.words, None]:
+                spk = (w.speaker or s.speaker) if w is not None else None
+                if run and (w is None or spk != (run[0].speaker or s.speaker)):
+                    label = labels(run[0].speaker or s.speaker)
+                    out.extend(Cue(c.start, c.end, c.text, label) for c in _cues_from_words(run))
+                    run = []
+                if w is not None:
+                    run.append(w)
+        elif s.text.strip():
+            label = labels(s.speaker)
+            out.extend(Cue(c.start, c.end, c.text, label) for c in _split_segment(s.start, s.end, s.text))
+    return out
+
+
 def cues(transcript: Transcript) -> list[Cue]:
+    diarized = _speaker_cues(transcript)
+    if diarized is not None:
+        return diarized
     words = transcript.words
     if words:
         return _cues_from_words(words)
@@ -96,7 +125,7 @@ def cues(transcript: Transcript) -> list[Cue]:
 
 
 def _ts(t: float, sep: str) -> str:
-    ms = int(round(max(t, 0.0) * 1000))
+    ms = round(max(t, 0.0) * 1000)
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
@@ -106,12 +135,16 @@ def _ts(t: float, sep: str) -> str:
 def to_srt(transcript: Transcript) -> str:
     blocks = []
     for i, c in enumerate(cues(transcript), 1):
-        blocks.append(f"{i}\n{_ts(c.start, ',')} --> {_ts(c.end, ',')}\n" + "\n".join(_wrap(c.text)) + "\n")
+        text = f"[{c.speaker}] {c.text}" if c.speaker else c.text  # the usual SRT speaker convention
+        blocks.append(f"{i}\n{_ts(c.start, ',')} --> {_ts(c.end, ',')}\n" + "\n".join(_wrap(text)) + "\n")
     return "\n".join(blocks)
 
 
 def to_vtt(transcript: Transcript) -> str:
     blocks = ["WEBVTT\n"]
     for c in cues(transcript):
-        blocks.append(f"{_ts(c.start, '.')} --> {_ts(c.end, '.')}\n" + "\n".join(_wrap(c.text)) + "\n")
+        lines = _wrap(c.text)
+        if c.speaker:  # WebVTT's voice span, on each line of the cue
+            lines = [f"<v {c.speaker}>{ln}</v>" for ln in lines]
+        blocks.append(f"{_ts(c.start, '.')} --> {_ts(c.end, '.')}\n" + "\n".join(lines) + "\n")
     return "\n".join(blocks)

@@ -3,7 +3,7 @@ Raw PCM converts chunk by chunk (streaming); a compressed source is decoded once
 from __future__ import annotations
 
 import io
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import av
 import numpy as np

@@ -1,7 +1,9 @@
-"""Text helpers shared by the speech paths (routing, providers, local engine) and subtitles."""
+"""Text helpers shared by the speech paths (the speech job, the local engine), subtitles and secret
+scrubbing."""
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from collections.abc import Iterable
 
 
 def pack(units: Iterable[str], limit: int) -> list[str]:
@@ -18,6 +20,34 @@ def pack(units: Iterable[str], limit: int) -> list[str]:
     if cur:
         pieces.append(cur)
     return pieces
+
+
+_SENTENCE = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n+")
+_CLAUSE = re.compile(r"(?<=[,;:—–])\s+")
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at sentence ends, else at clause punctuation, else
+    between words (a single word longer than the limit is cut as it is). The one text splitter: text longer
+    than an endpoint takes is split with it (jobs/speech.py)."""
+    limit = max(1, limit)
+    units: list[str] = []
+    for sent in _SENTENCE.split(text):
+        sent = sent.strip()
+        if not sent:
+            continue
+        if len(sent) <= limit:
+            units.append(sent)
+            continue
+        for clause in _CLAUSE.split(sent):
+            if len(clause) <= limit:
+                units.append(clause)
+                continue
+            words: list[str] = []
+            for word in clause.split():  # a word longer than the limit is cut as it is
+                words += [word[i:i + limit] for i in range(0, len(word), limit)]
+            units += pack(words, limit)
+    return pack(units, limit)
 
 
 MIN_SECRET_CHARS = 4  # shorter values are not scrubbed (they would mangle ordinary words), nor shorter fragments

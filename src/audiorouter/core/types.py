@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Task = Literal["transcribe", "translate"]
-TRANSCRIPT_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
+TRANSCRIPT_FORMATS = ("json", "verbose_json", "text", "srt", "vtt", "diarized_json")
 SPEECH_FORMATS = ("pcm", "mp3", "wav", "flac", "opus", "aac")
 
 
@@ -65,6 +65,7 @@ class SpeechRequest:
     input: str
     voice: str | None = None
     response_format: str = "pcm"
+    voice_object: bool = False  # voice came as {"id": ...}: the provider's own voice id, not a catalog name
     speed: float = 1.0
     instructions: str | None = None
     stream_format: str = "audio"
@@ -108,6 +109,7 @@ class Transcript:
     task: Task = "transcribe"
     input_tokens: int | None = None
     output_tokens: int | None = None
+    logprobs: list[dict[str, Any]] | None = None  # include[]=logprobs: [{token, logprob, bytes}] (OpenAI's shape)
 
     @property
     def words(self) -> list[Word]:

@@ -3,17 +3,15 @@ one typed method per capability. Adapters know nothing of HTTP routes or dialect
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-
+from ..core.audio import PreparedAudio, SpeechStream
+from ..core.endpoint import Endpoint
+from ..core.endpoint import Provider as ProviderSpec
 from ..core.errors import GatewayError
 from ..core.text import redact
-from ..core.types import SpeechRequest, Transcript, TranscriptionRequest
 
-if TYPE_CHECKING:
-    from ..routing.catalog import Endpoint, Provider as ProviderSpec
+__all__ = ["BYOK_KEYS", "PreparedAudio", "ProviderAdapter", "SpeechStream"]
 
 
 # The caller's own provider keys (BYOK) for the request being served: provider slug -> key. Set by the
@@ -22,42 +20,10 @@ if TYPE_CHECKING:
 BYOK_KEYS: ContextVar[dict[str, str] | None] = ContextVar("audiorouter_byok_keys", default=None)
 
 
-@dataclass
-class PreparedAudio:
-    """Input audio, measured by the gateway: the original bytes and container, plus 16 kHz mono samples."""
-    data: bytes
-    format: str
-    samples: np.ndarray
-    duration: float
-
-
-@dataclass
-class SpeechStream:
-    """Synthesized audio as it is produced. encoding "f32": numpy float32 mono chunks at `rate`;
-    otherwise bytes already encoded in that format (one of core.types.SPEECH_FORMATS)."""
-    chunks: AsyncIterator[Any]
-    encoding: str
-    rate: int
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-@runtime_checkable
-class Transcriber(Protocol):
-    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint: "Endpoint",
-                         options: dict[str, Any]) -> Transcript: ...
-
-
-@runtime_checkable
-class Synthesizer(Protocol):
-    async def synthesize(self, req: SpeechRequest, endpoint: "Endpoint", voice: str,
-                         options: dict[str, Any]) -> SpeechStream: ...
-
-
 class ProviderAdapter:
     """Common state: the provider's catalog entry and settings. Subclasses add transcribe/synthesize."""
 
-    def __init__(self, slug: str, spec: "ProviderSpec", settings: Any):
+    def __init__(self, slug: str, spec: ProviderSpec, settings: Any):
         self.slug = slug
         self.spec = spec
         self.settings = settings
@@ -78,6 +44,16 @@ class ProviderAdapter:
     def available(self) -> bool:
         """Whether this provider can be a candidate (e.g. it has an API key)."""
         return bool(self.api_key)
+
+    def max_audio_seconds(self, endpoint: Endpoint) -> float | None:
+        """The longest audio one call of this adapter takes whatever the catalog says (None: no limit of its
+        own). The transcription job cuts longer audio into chunks that fit, as it does for limits.max_seconds."""
+        return None
+
+    def max_input_characters(self, endpoint: Endpoint) -> int | None:
+        """The most text one synthesis call of this adapter takes whatever the catalog says (None: no limit of
+        its own). The speech job splits longer text, as it does for limits.max_characters."""
+        return None
 
     async def start(self) -> None:
         return None

@@ -11,22 +11,20 @@ parameters (numerals, profanity_filter, redact, filler_words, ...), passed throu
 
 Speech: model aura-2-<voice>-en (a voice may also name its language, "celeste-es", or be a full model id).
 mp3, opus and flac are produced by Deepgram; every other format is streamed as raw linear16 at 24 kHz and
-encoded by the gateway. Text over the endpoint's max_characters (Deepgram: 2,000) is spoken in several
-requests, split at sentence ends, streamed one after another as PCM.
+encoded by the gateway. One request takes at most 2,000 characters (max_input_characters): longer text is
+split at sentence ends by the speech job (jobs/speech.py) and the pieces' audio joined, as for any endpoint
+with limits.max_characters.
 """
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
-import httpx
-
+from ..core import languages
+from ..core.audio import PreparedAudio, SpeechStream
 from ..core.errors import GatewayError, InvalidRequest
-from ..core.text import pack
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
-from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider
+from .http import HTTPProvider, Response
 
 CONTENT_TYPES = {
     "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
@@ -39,34 +37,11 @@ PASSTHROUGH = {"numerals", "profanity_filter", "redact", "filler_words", "dictat
 NATIVE_SPEECH = {
     "mp3": ({"encoding": "mp3", "bit_rate": "48000"}, "mp3", 22050),
     "opus": ({"encoding": "opus", "container": "ogg"}, "opus", 48000),
-    "flac": ({"encoding": "flac", "sample_rate": "24000"}, "flac", 24000),
+    # Deepgram makes FLAC only at 8000/16000/22050/32000/48000 Hz (its TTS audio format table): not 24000
+    "flac": ({"encoding": "flac", "sample_rate": "48000"}, "flac", 48000),
 }
 PCM_SPEECH = ({"encoding": "linear16", "container": "none", "sample_rate": "24000"}, "pcm", 24000)
-_SENTENCE = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at sentence ends where possible, else at spaces."""
-    text = text.strip()
-    if len(text) <= limit:
-        return [text]
-    out: list[str] = []
-    units: list[str] = []
-    for sent in (s.strip() for s in _SENTENCE.split(text)):
-        if not sent:
-            continue
-        if len(sent) > limit:  # one sentence longer than the limit: cut at the last space before it
-            out += pack(units, limit)
-            units = []
-            while len(sent) > limit:
-                cut = sent.rfind(" ", 0, limit + 1)
-                cut = cut if cut > 0 else limit
-                out.append(sent[:cut].strip())
-                sent = sent[cut:].strip()
-        if sent:
-            units.append(sent)
-    out += pack(units, limit)
-    return [p for p in out if p]
+MAX_SPEAK_CHARACTERS = 2000  # what one /v1/speak request takes
 
 
 def _qv(v: Any, name: str) -> list[str]:
@@ -93,7 +68,7 @@ class DeepgramProvider(HTTPProvider):
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.api_key}"}
 
-    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
+    def refine_upstream_error(self, e: GatewayError, resp: Response) -> GatewayError:
         """Deepgram's envelope: {"err_code", "err_msg", "request_id"} (or {"category", "message"})."""
         try:
             body = resp.json()
@@ -124,7 +99,8 @@ class DeepgramProvider(HTTPProvider):
                 params += [(k, x) for x in _qv(v, k)]
             elif k != "language":
                 raise InvalidRequest(f"provider.options.deepgram.{k}: not a supported option; use one of "
-                                     f"language, {', '.join(sorted(PASSTHROUGH))}", param=f"provider.options.deepgram.{k}")
+                                     f"language, {', '.join(sorted(PASSTHROUGH))}",
+                                     param=f"provider.options.deepgram.{k}")
         if audio.format == "pcm":
             params += [("encoding", "linear16"), ("sample_rate", "16000"), ("channels", "1")]
         return params
@@ -180,8 +156,7 @@ class DeepgramProvider(HTTPProvider):
             segments = [Segment(0, start, end, text or " ".join(w.word for w in words), words=words)]
         if not text:
             text = " ".join(s.text for s in segments)
-        lang = channel.get("detected_language") or fallback_language
-        lang = str(lang).lower().replace("_", "-").split("-")[0] if lang else None
+        lang = languages.code(channel.get("detected_language") or fallback_language)
         return Transcript(text=text, language=lang, segments=segments)
 
     # ---- speech -----------------------------------------------------------------------------------------
@@ -192,29 +167,25 @@ class DeepgramProvider(HTTPProvider):
             return v
         return f"{upstream_model}-{v}" if "-" in v else f"{upstream_model}-{v}-en"
 
-    async def _open(self, params: dict[str, str], text: str) -> httpx.Response:
+    async def _open(self, params: dict[str, str], text: str) -> Response:
         return await self.open_audio_stream(self.url("speak"), params=params, json={"text": text}, headers=self.auth)
+
+    def max_input_characters(self, endpoint) -> int | None:
+        return MAX_SPEAK_CHARACTERS
 
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         model = self.voice_model(endpoint.upstream_model, voice)
-        limit = endpoint.limits.max_characters or 2000
-        pieces = split_text(req.input, limit)
-        native = NATIVE_SPEECH.get(req.response_format) if len(pieces) == 1 else None
+        native = NATIVE_SPEECH.get(req.response_format)
         if native and endpoint.output_formats and req.response_format not in endpoint.output_formats:
             native = None
         query, encoding, rate = native or PCM_SPEECH
-        params = {"model": model, **query}
-        first = await self._open(params, pieces[0])
+        resp = await self._open({"model": model, **query}, req.input)
 
         async def chunks():
             total = 0
-            async for b in self.drain(first, require_audio=False):
+            async for b in self.drain(resp, require_audio=False):
                 total += len(b)
                 yield b
-            for text in pieces[1:]:
-                async for b in self.drain(await self._open(params, text), require_audio=False):
-                    total += len(b)
-                    yield b
             if total == 0:
                 raise self._malformed("empty audio")
 

@@ -7,7 +7,8 @@ Transcription uploads the file as it is (headerless PCM as file_format=pcm_s16le
 `diarize`, `language` (language_code) and `temperature` follow the request; audio-event tags are off unless
 `provider.options.elevenlabs.tag_audio_events` is true. Scribe returns a flat token list (words, spacing,
 audio events); segments are rebuilt from it: a new one at each sentence end, speaker change or long pause.
-Other per-request options: num_speakers, diarization_threshold, seed, and keyterms (scribe_v2 only).
+Other per-request options: num_speakers, diarization_threshold, seed, and keyterms (scribe_v2 only; sent as
+one form field holding a JSON array of strings).
 
 Speech: the catalog voice name is mapped to a voice id by the endpoint's voice_map (the router does that);
 mp3 comes from ElevenLabs as mp3_44100_128, every other format as pcm_24000 encoded by the gateway.
@@ -16,16 +17,16 @@ style, use_speaker_boost (voice_settings), language_code, seed, apply_text_norma
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
+from ..core import languages
+from ..core.audio import PreparedAudio, SpeechStream
 from ..core.errors import GatewayError, InvalidRequest
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
-from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider
+from .http import HTTPProvider, Response
 
 MIME = {
     "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg",
@@ -36,33 +37,18 @@ SPEED_RANGE = (0.7, 1.2)
 SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 PAUSE_S = 1.5       # a silence this long between words starts a new segment
 MAX_SEGMENT_S = 30.0
-# ISO 639-3 (what Scribe answers with) -> ISO 639-1
-ISO3 = dict(x.split(":") for x in (
-    "eng:en deu:de ger:de fra:fr fre:fr spa:es ita:it por:pt nld:nl dut:nl rus:ru ukr:uk pol:pl ces:cs cze:cs "
-    "slk:sk slo:sk hun:hu ron:ro rum:ro bul:bg hrv:hr srp:sr slv:sl ell:el gre:el tur:tr ara:ar heb:he fas:fa "
-    "per:fa urd:ur hin:hi ben:bn tam:ta tel:te mar:mr guj:gu kan:kn mal:ml pan:pa jpn:ja kor:ko zho:zh chi:zh "
-    "cmn:zh yue:zh vie:vi tha:th ind:id msa:ms may:ms fil:tl tgl:tl swe:sv dan:da nor:no nob:nb nno:nn fin:fi "
-    "est:et lav:lv lit:lt isl:is ice:is gle:ga cym:cy wel:cy cat:ca eus:eu baq:eu glg:gl afr:af swa:sw amh:am "
-    "kat:ka geo:ka hye:hy arm:hy aze:az kaz:kk uzb:uz mon:mn nep:ne sin:si khm:km lao:lo mya:my bur:my "
-    "bel:be bos:bs mkd:mk mac:mk sqi:sq alb:sq mlt:mt lat:la ltz:lb hau:ha yor:yo ibo:ig zul:zu xho:xh som:so"
-).split())
-
-
-def lang2(code: Any) -> str | None:
-    if not isinstance(code, str) or not code.strip():
-        return None
-    c = code.strip().lower().replace("_", "-").split("-")[0]
-    return ISO3.get(c, c)
 
 
 def _flag(v: Any, name: str) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    raise InvalidRequest(f"provider.options.elevenlabs.{name}: expected a boolean", param=f"provider.options.elevenlabs.{name}")
+    raise InvalidRequest(f"provider.options.elevenlabs.{name}: expected a boolean",
+                         param=f"provider.options.elevenlabs.{name}")
 
 
 def _number(v: Any, name: str, lo: float, hi: float, integer: bool = False) -> float | int:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi and (not integer or float(v).is_integer())
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+          and (not integer or float(v).is_integer()))
     if not ok:
         kind = "an integer" if integer else "a number"
         raise InvalidRequest(f"provider.options.elevenlabs.{name}: expected {kind} from {lo:g} to {hi:g}",
@@ -102,7 +88,8 @@ def build_segments(tokens: list[dict[str, Any]], diarize: bool) -> list[Segment]
                 cur_text.append(text)
             continue
         start = float(t.get("start") or 0.0)
-        end = max(float(t.get("end") if t.get("end") is not None else start), start)
+        end_v = t.get("end")
+        end = max(float(end_v) if end_v is not None else start, start)
         spk = t.get("speaker_id") if diarize else None
         if cur_start is not None:
             prev_spk = cur_words[-1].speaker if cur_words else None
@@ -135,7 +122,7 @@ class ElevenLabsProvider(HTTPProvider):
     def auth(self) -> dict[str, str]:
         return {"xi-api-key": self.api_key or ""}
 
-    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
+    def refine_upstream_error(self, e: GatewayError, resp: Response) -> GatewayError:
         """ElevenLabs' envelope: {"detail": {"status", "message"}} or, for validation, {"detail": [{"loc", "msg"}]}."""
         code = None
         try:
@@ -185,7 +172,8 @@ class ElevenLabsProvider(HTTPProvider):
                                      param=f"provider.options.elevenlabs.{k}")
         terms = list(req.extra.get("keyterms") or []) + list(options.get("keyterms") or [])
         if terms and endpoint.upstream_model.startswith("scribe_v2"):
-            form["keyterms"] = terms
+            # one field holding a JSON array (what the current SDK sends for scribe_v2), not repeated fields
+            form["keyterms"] = json.dumps(terms, ensure_ascii=False)
         return form
 
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
@@ -213,7 +201,7 @@ class ElevenLabsProvider(HTTPProvider):
         segments = build_segments(tokens, diarize)
         if not segments and text.strip():
             segments = [Segment(0, 0.0, float(body.get("audio_duration_secs") or 0.0), text.strip())]
-        return Transcript(text=text.strip(), language=lang2(body.get("language_code")) or fallback_language,
+        return Transcript(text=text.strip(), language=languages.code(body.get("language_code")) or fallback_language,
                           segments=segments)
 
     # ---- text-to-speech ----------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ Two APIs, two base URLs, one provider entry (catalog `providers.google`):
   options.project     Cloud project id for Speech-to-Text (or options.project_env, default GOOGLE_CLOUD_PROJECT).
   options.location    recognizer location (default "us"; Chirp 3 is served from us, eu and some regions).
   options.recognizer  recognizer id (default "_": the implicit recognizer, configured inline per request).
-  options.chunk_seconds     sync recognize takes at most 60 s of audio: longer input is cut at quiet points
-                      into chunks of at most this many seconds (default 55), recognized concurrently
-                      (options.max_concurrency, default 4) and stitched back with offset timestamps.
+  options.chunk_seconds     sync recognize takes at most 60 s of audio: the adapter declares at most this
+                      many seconds per call (default 55, max_audio_seconds), so the transcription job
+                      cuts longer input at pauses into chunks that fit and stitches them back with
+                      offset timestamps (jobs/transcription.py: the one chunk-and-stitch path).
 
 Authentication, in this order:
   1. an API key (api_key_env, default GOOGLE_API_KEY), sent as the `x-goog-api-key` header to both APIs
@@ -26,46 +27,33 @@ Per-request options (request `provider.options.google`): language_codes (list of
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import re
 from typing import Any
 
-import httpx
-import numpy as np
-
-from ..core.errors import GatewayError, InvalidRequest, UpstreamError
+from ..audio import convert
+from ..core import languages
+from ..core.audio import PreparedAudio, SpeechStream
+from ..core.errors import GatewayError, InvalidRequest, PayloadTooLarge, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
-from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider
+from .http import HTTPProvider, Response
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
-SAMPLE_RATE = 16000            # PreparedAudio.samples
-MAX_INLINE_BYTES = 10_000_000  # recognize: inline content limit
+# recognize: the 10 MB limit is on the request, whose content is base64 (4 characters per 3 bytes), so the
+# audio itself may be at most about 7.5 MB; REQUEST_SLACK leaves room for the config around it.
+MAX_REQUEST_BYTES = 10_000_000
+REQUEST_SLACK = 16_384
+
+
+def request_bytes(n: int) -> int:
+    """The size of a recognize request carrying `n` bytes of audio (base64 plus room for the config)."""
+    return 4 * ((n + 2) // 3) + REQUEST_SLACK
 MAX_RECOGNIZE_SECONDS = 59.0
 # autoDecodingConfig handles these containers; anything else is re-encoded to FLAC from the decoded samples
 DEFAULT_INPUT_FORMATS = ("wav", "flac", "mp3", "opus", "webm", "m4a", "mp4", "amr")
 PCM_CHUNK = 24000  # bytes per yielded chunk of synthesized audio (0.5 s at 24 kHz)
-
-# ISO 639-1 -> the locale Chirp 3 expects for it (languageCodes are BCP-47 locales)
-LOCALES = {
-    "en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES", "it": "it-IT", "pt": "pt-BR", "ja": "ja-JP",
-    "ko": "ko-KR", "zh": "cmn-Hans-CN", "hi": "hi-IN", "nl": "nl-NL", "ru": "ru-RU", "pl": "pl-PL",
-    "tr": "tr-TR", "sv": "sv-SE", "da": "da-DK", "fi": "fi-FI", "no": "no-NO", "nb": "nb-NO", "cs": "cs-CZ",
-    "el": "el-GR", "he": "iw-IL", "iw": "iw-IL", "id": "id-ID", "vi": "vi-VN", "th": "th-TH", "uk": "uk-UA",
-    "ro": "ro-RO", "hu": "hu-HU", "ar": "ar-EG", "fa": "fa-IR", "ca": "ca-ES", "bn": "bn-BD", "ta": "ta-IN",
-    "te": "te-IN", "ur": "ur-PK", "ms": "ms-MY", "fil": "fil-PH", "sk": "sk-SK", "bg": "bg-BG", "hr": "hr-HR",
-}
 _MIME_RATE = re.compile(r"rate=(\d+)")
-
-
-def lang_from_locale(code: str | None) -> str | None:
-    """'en-US' / 'en-us' -> 'en'; 'cmn-Hans-CN' -> 'zh'; 'iw-IL' -> 'he'."""
-    if not code:
-        return None
-    base = code.strip().lower().replace("_", "-").split("-")[0]
-    return {"cmn": "zh", "yue": "zh", "iw": "he", "fil": "tl"}.get(base, base) or None
 
 
 def duration_s(v: Any) -> float | None:
@@ -79,33 +67,6 @@ def duration_s(v: Any) -> float | None:
     if isinstance(v, dict):
         return float(v.get("seconds", 0)) + float(v.get("nanos", 0)) / 1e9
     raise ValueError(f"not a duration: {v!r}")
-
-
-def quiet_cuts(samples: np.ndarray, rate: int, max_s: float, search_s: float = 5.0) -> list[int]:
-    """Sample indexes that cut `samples` into pieces of at most max_s seconds, each cut at the quietest
-    100 ms of the last `search_s` seconds before the limit (so words are rarely split)."""
-    n = len(samples)
-    max_n = max(1, int(max_s * rate))
-    frame = max(1, int(0.02 * rate))
-    cuts = [0]
-    while n - cuts[-1] > max_n:
-        hi = cuts[-1] + max_n
-        lo = max(cuts[-1] + max_n // 2, hi - int(search_s * rate))
-        seg = samples[lo:hi]
-        nf = len(seg) // frame
-        if nf < 1:
-            cuts.append(hi)
-            continue
-        energy = (seg[: nf * frame].reshape(nf, frame).astype(np.float64) ** 2).mean(axis=1)
-        smooth = np.convolve(energy, np.ones(5) / 5, mode="same")
-        cuts.append(lo + int(np.argmin(smooth)) * frame + frame // 2)
-    cuts.append(n)
-    return cuts
-
-
-def _flac(samples: np.ndarray) -> bytes:
-    from ..audio.encode import encode_all
-    return encode_all(samples, "flac", SAMPLE_RATE)
 
 
 class GoogleProvider(HTTPProvider):
@@ -133,7 +94,8 @@ class GoogleProvider(HTTPProvider):
     def speech_base(self) -> str:
         base = self.base_url or "https://{location}-speech.googleapis.com"
         if "{location}" in base:
-            base = base.replace("{location}-", "") if self.location == "global" else base.replace("{location}", self.location)
+            base = (base.replace("{location}-", "") if self.location == "global"
+                    else base.replace("{location}", self.location))
         return base.rstrip("/")
 
     def gemini_base(self) -> str:
@@ -155,7 +117,7 @@ class GoogleProvider(HTTPProvider):
     def secrets(self) -> list[str | None]:
         return [self.api_key, self.access_token]
 
-    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
+    def refine_upstream_error(self, e: GatewayError, resp: Response) -> GatewayError:
         """Google's envelope is {"error": {"code", "message", "status", "details": [{"reason"}]}}. An invalid
         API key comes back as 400 INVALID_ARGUMENT / API_KEY_INVALID: that is our fault, not the client's."""
         status_name, reasons = "", set()
@@ -166,7 +128,8 @@ class GoogleProvider(HTTPProvider):
         except (ValueError, AttributeError):
             pass
         if status_name:
-            e.message = e.message.replace(f"answered {resp.status_code}:", f"answered {resp.status_code} {status_name}:", 1)
+            e.message = e.message.replace(f"answered {resp.status_code}:",
+                                          f"answered {resp.status_code} {status_name}:", 1)
             e.metadata.setdefault("upstream_code", status_name)
         if resp.status_code == 400 and ("API_KEY_INVALID" in reasons or "API key not valid" in e.message):
             # treated as the 401 it means: the router moves on to another provider instead of retrying
@@ -194,7 +157,7 @@ class GoogleProvider(HTTPProvider):
                                      param="provider.options.google.language_codes")
             return codes
         if req.language:
-            return [LOCALES.get(req.language, req.language)]
+            return [languages.locale(req.language)]
         return ["auto"]
 
     def _speakers(self, options: dict[str, Any], key: str, default: int) -> int:
@@ -218,26 +181,25 @@ class GoogleProvider(HTTPProvider):
         return {"autoDecodingConfig": {}, "model": endpoint.upstream_model,
                 "languageCodes": self._language_codes(req, options), "features": features}
 
-    async def _pieces(self, audio: PreparedAudio, endpoint) -> list[tuple[float, bytes]]:
-        """(offset seconds, audio bytes) per recognize call: the original bytes when Google can take them
-        as they are, else FLAC re-encoded from the decoded 16 kHz samples, cut into <= chunk_seconds."""
-        max_s = min(float(self.opts.get("chunk_seconds", 55.0)), MAX_RECOGNIZE_SECONDS)
-        native = set(endpoint.input_formats or DEFAULT_INPUT_FORMATS)
-        if audio.duration <= max_s:
-            if audio.format in native and len(audio.data) <= MAX_INLINE_BYTES:
-                return [(0.0, audio.data)]
-            return [(0.0, await asyncio.to_thread(lambda: _flac(audio.samples)))]
+    def max_audio_seconds(self, endpoint) -> float | None:
+        return min(float(self.opts.get("chunk_seconds", 55.0)), MAX_RECOGNIZE_SECONDS)
 
-        def encode() -> list[tuple[float, bytes]]:  # off the event loop: the samples may be made lazily too
-            samples = audio.samples
-            cuts = quiet_cuts(samples, SAMPLE_RATE, max_s)
-            return [(a / SAMPLE_RATE, _flac(samples[a:b])) for a, b in zip(cuts, cuts[1:]) if b > a]
-        return await asyncio.to_thread(encode)
+    async def _content(self, audio: PreparedAudio, endpoint) -> bytes:
+        """The audio bytes for one recognize call: the original bytes when Google can take them as they are,
+        else FLAC re-encoded from the decoded 16 kHz samples (audio/convert.py: from a chunk's int16 as it is)."""
+        native = set(endpoint.input_formats or DEFAULT_INPUT_FORMATS)
+        if audio.format in native and request_bytes(len(audio.data)) <= MAX_REQUEST_BYTES:
+            return audio.data
+        return await convert.encoded(audio, "flac")
 
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
                          options: dict[str, Any]) -> Transcript:
         if req.task != "transcribe":
             raise InvalidRequest(f"task: {endpoint.upstream_model} does not translate", param="task")
+        max_s = self.max_audio_seconds(endpoint) or MAX_RECOGNIZE_SECONDS
+        if audio.duration > max_s + 0.5:  # the transcription job cuts longer audio first: see max_audio_seconds
+            raise PayloadTooLarge(f"audio: {audio.duration:.1f} s is longer than one {self.slug} recognize call "
+                                  f"takes ({max_s:.0f} s)", param="audio", metadata={"provider_name": self.slug})
         project = self.project
         if not project:
             raise UpstreamError(f"{self.slug}: no Cloud project configured (set providers.{self.slug}.options.project "
@@ -247,30 +209,11 @@ class GoogleProvider(HTTPProvider):
         recognizer = self.opts.get("recognizer") or "_"
         url = (f"{self.speech_base()}/v2/projects/{project}/locations/{self.location}"
                f"/recognizers/{recognizer}:recognize")
-        headers = self._headers(speech=True)
-        pieces = await self._pieces(audio, endpoint)
-        sem = asyncio.Semaphore(max(1, int(self.opts.get("max_concurrency", 4))))
-
-        async def one(data: bytes) -> dict[str, Any]:
-            async with sem:
-                return await self._post_json(url, {"config": config, "content": base64.b64encode(data).decode()},
-                                             headers)
-
-        if len(pieces) == 1:
-            bodies = [await one(pieces[0][1])]
-        else:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(one(d)) for _, d in pieces]
-            except BaseExceptionGroup as eg:
-                first = next((x for x in eg.exceptions if isinstance(x, GatewayError)), None)
-                if first is not None:
-                    raise first from None
-                raise
-            bodies = [t.result() for t in tasks]
+        content = await self._content(audio, endpoint)
+        body = await self._post_json(url, {"config": config, "content": base64.b64encode(content).decode()},
+                                     self._headers(speech=True))
         try:
-            return self.parse(bodies, [off for off, _ in pieces], diarize=bool(req.extra.get("diarize")),
-                              fallback_language=req.language)
+            return self.parse([body], [0.0], diarize=bool(req.extra.get("diarize")), fallback_language=req.language)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             raise self._malformed(f"{e.__class__.__name__}: {e}") from None
 
@@ -298,7 +241,7 @@ class GoogleProvider(HTTPProvider):
                     results = results[-1:]
             prev_end = offset
             for r in results:
-                language = language or lang_from_locale(r.get("languageCode"))
+                language = language or languages.code(r.get("languageCode"))
                 end_off = duration_s(r.get("resultEndOffset"))
                 alts = r.get("alternatives") or []
                 if not isinstance(alts, list):
@@ -320,7 +263,7 @@ class GoogleProvider(HTTPProvider):
                 end = offset + end_off if end_off is not None else (words[-1].end if words else prev_end)
                 if diarize and words and any(w.speaker for w in words):
                     run: list[Word] = []
-                    for w in words + [None]:  # type: ignore[list-item]
+                    for w in [*words, None]:
                         if run and (w is None or w.speaker != run[-1].speaker):
                             segments.append(Segment(0, run[0].start, run[-1].end, " ".join(x.word for x in run),
                                                     words=run, speaker=run[0].speaker))
@@ -332,9 +275,9 @@ class GoogleProvider(HTTPProvider):
                     segments.append(Segment(0, round(start, 3), round(max(end, start), 3),
                                             text or " ".join(w.word for w in words), words=words))
                 prev_end = end
-        for i, s in enumerate(segments):
-            s.id = i
-        text = " ".join(s.text.strip() for s in segments if s.text.strip())
+        for i, seg in enumerate(segments):
+            seg.id = i
+        text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
         return Transcript(text=text, language=language or fallback_language, segments=segments)
 
     # ---- Gemini TTS ------------------------------------------------------------------------------------
@@ -358,7 +301,7 @@ class GoogleProvider(HTTPProvider):
             pcm, rate = self.parse_audio(data)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             raise self._malformed(f"{e.__class__.__name__}: {e}") from None
-        usage = data.get("usageMetadata") if isinstance(data.get("usageMetadata"), dict) else {}
+        usage = u if isinstance(u := data.get("usageMetadata"), dict) else {}
         in_tok = usage.get("promptTokenCount")
         out_tok = usage.get("candidatesTokenCount")
 

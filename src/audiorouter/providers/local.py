@@ -3,12 +3,15 @@ bounded worker pool off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import Any
 
+from ..core import languages
+from ..core.audio import PreparedAudio, SpeechStream
 from ..core.errors import InvalidRequest
 from ..core.types import SpeechRequest, Transcript, TranscriptionRequest
-from .base import PreparedAudio, ProviderAdapter, SpeechStream
+from .base import ProviderAdapter
 from .local_hibari import HibariEngine, bundled_voices
 from .local_whisper import WhisperEngine
 from .whisper_weights import ensure_whisper_base
@@ -20,12 +23,11 @@ STT_BATCH = 8  # windows decoded together at most (AUDIOROUTER_WHISPER_BATCH_SIZ
 def _stt_options(req: TranscriptionRequest, options: dict[str, Any]) -> tuple[str | None, str | None, float | None]:
     """language, prompt, temperature for Whisper: the request's, overridden by provider.options.local; a
     wrong type or a language Whisper does not know is a 400, not an engine crash."""
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
     language = options.get("language", req.language)
     prompt = options.get("prompt", req.prompt)
     temperature = options.get("temperature", req.temperature)
     pre = "provider.options.local." if "language" in options else ""
-    if language is not None and (not isinstance(language, str) or language not in _LANGUAGE_CODES):
+    if language is not None and (not isinstance(language, str) or language not in languages.WHISPER_CODES):
         raise InvalidRequest(f"{pre}language: {str(language)[:40]!r} is not a language the local Whisper knows",
                              param=f"{pre}language")
     if prompt is not None and not isinstance(prompt, str):
@@ -35,6 +37,33 @@ def _stt_options(req: TranscriptionRequest, options: dict[str, Any]) -> tuple[st
         raise InvalidRequest("provider.options.local.temperature: expected a number between 0 and 1",
                              param="provider.options.local.temperature")
     return language, prompt, temperature
+
+
+def vad_options(strategy: Any) -> dict[str, Any] | None:
+    """OpenAI's chunking_strategy as Silero VAD settings for the local Whisper: "auto" is what the engine does
+    anyway (VAD-cut windows of <= 30 s); server_vad's threshold, silence_duration_ms and prefix_padding_ms
+    become VadOptions' threshold, min_silence_duration_ms and speech_pad_ms."""
+    if not isinstance(strategy, dict):
+        return None
+    out: dict[str, Any] = {}
+    if strategy.get("threshold") is not None:
+        out["threshold"] = float(strategy["threshold"])
+    if strategy.get("silence_duration_ms") is not None:
+        out["min_silence_duration_ms"] = int(strategy["silence_duration_ms"])
+    if strategy.get("prefix_padding_ms") is not None:
+        out["speech_pad_ms"] = int(strategy["prefix_padding_ms"])
+    return out or None
+
+
+def word_logprobs(t: Transcript) -> list[dict[str, Any]]:
+    """include[]=logprobs from the local Whisper, in OpenAI's shape [{token, logprob, bytes}]: one entry per
+    word, the log of faster-whisper's word probability (the mean of the probabilities of the word's tokens), so
+    the "tokens" here are words, not BPE pieces."""
+    out = []
+    for w in t.words:
+        p = w.probability if w.probability is not None else 1.0
+        out.append({"token": w.word, "logprob": round(math.log(max(p, 1e-12)), 6), "bytes": list(w.word.encode())})
+    return out
 
 
 class LocalProvider(ProviderAdapter):
@@ -60,6 +89,11 @@ class LocalProvider(ProviderAdapter):
                                           batch_size=self.stt_batch)
         return self._whisper
 
+    def engine_stats(self) -> dict[str, float]:
+        """The Whisper engine's batch counters for /metrics (api/metrics.py); empty until it is loaded."""
+        w = self._whisper
+        return {} if w is None else {"batches": w.batches, "windows": w.windows, "waiting": w.waiting}
+
     async def start(self) -> None:
         if self.settings.preload:
             await asyncio.to_thread(self.whisper.load)
@@ -81,15 +115,20 @@ class LocalProvider(ProviderAdapter):
                          progress=None) -> Transcript:
         engine = self.whisper
         language, prompt, temperature = _stt_options(req, options)
+        logprobs = "logprobs" in (req.extra.get("include") or ())
+        vad = vad_options(req.extra.get("chunking_strategy"))
         cancel = threading.Event()
         try:
-            return await self.stt_pool.run(lambda: engine.transcribe(
+            t = await self.stt_pool.run(lambda: engine.transcribe(
                 audio.samples, task=req.task, language=language, prompt=prompt,
-                temperature=temperature, words=req.want_words, progress=progress,
-                on_segment=getattr(progress, "on_segment", None), cancelled=cancel.is_set))
+                temperature=temperature, words=req.want_words or logprobs, progress=progress,
+                on_segment=getattr(progress, "on_segment", None), cancelled=cancel.is_set, vad=vad))
         except asyncio.CancelledError:
             cancel.set()  # the caller is gone (client left, or a faster fallback won): stop the engine too
             raise
+        if logprobs:
+            t.logprobs = word_logprobs(t)
+        return t
 
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         if voice not in self.voices:

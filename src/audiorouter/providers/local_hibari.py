@@ -6,10 +6,10 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -190,7 +190,7 @@ class HibariEngine:
         the first request does not pay for onnxruntime's first runs, the G2P's caches and the FFT plans."""
         text = "The engine warms up before the first request. Then it speaks. Quickly."
         for spare in (False, True):
-            for _ in self.stream(text, voice, spare_core=lambda: spare):
+            for _ in self.stream(text, voice, spare_core=(lambda: True) if spare else (lambda: False)):
                 pass
 
     def close(self) -> None:
@@ -287,5 +287,5 @@ def _waveform(net) -> np.ndarray:
 
 def _time_scale(x: np.ndarray, factor: float) -> np.ndarray:
     """Speed beyond the model's range: resample (changes pitch a little, keeps it intelligible)."""
-    n = max(1, int(round(len(x) / factor)))
+    n = max(1, round(len(x) / factor))
     return np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)

@@ -20,10 +20,11 @@ import os
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ class WhisperEngine:
         self.beam_size = beam_size
         self.batch_size = max(1, batch_size)
         self.threads = threads or default_threads()
-        self._model = None
+        self._model: Any = None  # faster_whisper.WhisperModel once loaded (untyped package)
         self._lock = threading.Lock()
         self._cv = threading.Condition()
         self._pending: list[_Window] = []
@@ -136,6 +137,11 @@ class WhisperEngine:
         self._latin: list[int] | None = None  # _suppress and the tokens outside the Latin script (translation)
         self.batches = 0          # counters, for /metrics-style introspection and the benchmark
         self.windows = 0
+
+    @property
+    def waiting(self) -> int:
+        """Windows queued for the decoder's next batches (/metrics)."""
+        return len(self._pending)
 
     # ---- loading ---------------------------------------------------------------------------------------
     def load(self):
@@ -166,23 +172,25 @@ class WhisperEngine:
                    prompt: str | None = None, temperature: float | None = None, words: bool = False,
                    progress: Callable[[float], None] | None = None,
                    on_segment: Callable[[Segment], None] | None = None,
-                   cancelled: Callable[[], bool] | None = None) -> Transcript:
+                   cancelled: Callable[[], bool] | None = None, vad: dict[str, Any] | None = None) -> Transcript:
         """`cancelled` is polled between windows and segments; once it returns True the work stops and
-        TranscriptionCancelled is raised (a batch already being decoded still finishes)."""
+        TranscriptionCancelled is raised (a batch already being decoded still finishes). `vad`: Silero VAD
+        settings (faster_whisper.vad.VadOptions fields: threshold, min_silence_duration_ms, speech_pad_ms)
+        overriding the defaults, e.g. from OpenAI's chunking_strategy server_vad."""
         self.load()
         cancelled = cancelled or _never
         if words or temperature:
             return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
                                                temperature=temperature, words=words, progress=progress,
-                                               on_segment=on_segment, cancelled=cancelled)
+                                               on_segment=on_segment, cancelled=cancelled, vad=vad)
         return self._transcribe_batched(samples, task=task, language=language, prompt=prompt,
-                                        progress=progress, on_segment=on_segment, cancelled=cancelled)
+                                        progress=progress, on_segment=on_segment, cancelled=cancelled, vad=vad)
 
     # ---- batched path ----------------------------------------------------------------------------------
-    def _windows(self, samples: np.ndarray):
+    def _windows(self, samples: np.ndarray, vad: dict[str, Any] | None = None):
         """VAD -> speech chunks (sample ranges) and windows of <= 30 s of collapsed speech."""
         from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
-        speech = get_speech_timestamps(samples, VadOptions(max_speech_duration_s=WINDOW_S))
+        speech = get_speech_timestamps(samples, VadOptions(max_speech_duration_s=WINDOW_S, **(vad or {})))
         if not speech:
             return [], []
         audio_chunks, meta = collect_chunks(samples, speech, max_duration=WINDOW_S)
@@ -194,14 +202,14 @@ class WhisperEngine:
         return np.ascontiguousarray(pad_or_trim(fe(audio)[..., :-1]), dtype=np.float32)
 
     def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment,
-                            cancelled: Callable[[], bool]) -> Transcript:
+                            cancelled: Callable[[], bool], vad: dict[str, Any] | None = None) -> Transcript:
         from faster_whisper.vad import SpeechTimestampsMap
         duration = len(samples) / SAMPLE_RATE
         with self._cv:
             self._preparing += 1
         released = False
         try:
-            speech, windows = self._windows(samples)
+            speech, windows = self._windows(samples, vad)
             if not windows:
                 return Transcript(text="", language=language, duration=duration, segments=[], task=task)
             if cancelled():
@@ -225,10 +233,10 @@ class WhisperEngine:
         # the others are queued together once it is known, and all of them batch with other requests' windows.
         rest = [window(i, language) for i in range(1, len(windows))]  # features while the first decodes
         results: list[_WindowResult | None] = [None] * len(windows)
-        results[0] = first.future.result()
+        results[0] = first_result = first.future.result()
         if cancelled():
             raise TranscriptionCancelled()
-        lang = language or results[0].language
+        lang = language or first_result.language
         for w in rest:
             w.language = lang
         if rest:
@@ -277,12 +285,12 @@ class WhisperEngine:
                     return r
                 r = _WindowResult(r.language, r.segments + more.segments)
 
-        emit(complete(0, results[0]))
+        emit(complete(0, first_result))
         for i, w in enumerate(rest, start=1):
             if cancelled():
                 raise TranscriptionCancelled()
-            results[i] = w.future.result()
-            emit(complete(i, results[i]))
+            results[i] = result = w.future.result()
+            emit(complete(i, result))
         text = "".join(s.text for s in segments).strip()
         return Transcript(text=text, language=lang, duration=duration, segments=segments, task=task)
 
@@ -326,7 +334,7 @@ class WhisperEngine:
                 continue
             try:
                 results = self._decode(batch)
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting requests
+            except BaseException as e:
                 for w in batch:
                     if not w.future.done():
                         w.future.set_exception(e)
@@ -341,13 +349,12 @@ class WhisperEngine:
         self.windows += len(batch)
         feats = np.stack([w.features for w in batch]) if len(batch) > 1 else batch[0].features[None]
         enc = m.encode(feats)
-        langs = [w.language for w in batch]
-        if any(lang is None for lang in langs):
-            if m.model.is_multilingual:
-                detected = m.model.detect_language(enc)
-                langs = [lang or det[0][0][2:-2] for lang, det in zip(langs, detected)]
-            else:
-                langs = [lang or "en" for lang in langs]
+        given = [w.language for w in batch]
+        if any(lang is None for lang in given) and m.model.is_multilingual:
+            detected = m.model.detect_language(enc)
+            langs = [lang or det[0][0][2:-2] for lang, det in zip(given, detected)]
+        else:
+            langs = [lang or "en" for lang in given]  # English-only model (or every language given)
         toks = [self._tokenizer(w.task, lang) for w, lang in zip(batch, langs)]
         if self._suppress is None:
             self._suppress = get_suppressed_tokens(toks[0], [-1])
@@ -356,7 +363,7 @@ class WhisperEngine:
         out = m.model.generate(
             enc, prompts, beam_size=self.beam_size, patience=1.0, length_penalty=1.0, max_length=m.max_length,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
-            max_initial_timestamp_index=int(round(1.0 / m.time_precision)))
+            max_initial_timestamp_index=round(1.0 / m.time_precision))
         results = []
         for w, tok, lang, prompt, res in zip(batch, toks, langs, prompts, out):
             tokens = res.sequences_ids[0]
@@ -369,7 +376,8 @@ class WhisperEngine:
                 tokens, avg_logprob, temperature, ratio, no_speech = self._fallback(w, tok, prompt, tokens, avg_logprob,
                                                                                     ratio, no_speech)
                 silent = no_speech > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
-            if w.task == "translate" and not silent and not latin_script(tok.decode([t for t in tokens if t < tok.eot])):
+            text_tokens = [t for t in tokens if t < tok.eot]
+            if w.task == "translate" and not silent and not latin_script(tok.decode(text_tokens)):
                 tokens, avg_logprob, temperature, ratio, no_speech = self._in_latin_script(w, tok, prompt)
             segments = [] if silent else self._split(w, tok, tokens, avg_logprob, ratio, no_speech, temperature)
             results.append(_WindowResult(lang, segments))
@@ -382,10 +390,10 @@ class WhisperEngine:
         enc = m.encode(w.features[None])
         candidates = [(tokens, avg_logprob, 0.0, ratio, no_speech)]
         for t in FALLBACK_TEMPERATURES:
-            res = m.model.generate(enc, [prompt], beam_size=1, num_hypotheses=5, sampling_topk=0, sampling_temperature=t,
-                                   max_length=m.max_length, return_scores=True, return_no_speech_prob=True,
-                                   suppress_blank=True, suppress_tokens=self._suppress,
-                                   max_initial_timestamp_index=int(round(1.0 / m.time_precision)))[0]
+            res = m.model.generate(enc, [prompt], beam_size=1, num_hypotheses=5, sampling_topk=0,
+                                   sampling_temperature=t, max_length=m.max_length, return_scores=True,
+                                   return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
+                                   max_initial_timestamp_index=round(1.0 / m.time_precision))[0]
             toks = res.sequences_ids[0]
             lp = res.scores[0] * len(toks) / (len(toks) + 1)
             cr = get_compression_ratio(tok.decode(toks).strip())
@@ -413,7 +421,7 @@ class WhisperEngine:
         res = m.model.generate(m.encode(w.features[None]), [prompt], beam_size=1, max_length=m.max_length,
                                return_scores=True, return_no_speech_prob=True, suppress_blank=True,
                                suppress_tokens=self._latin_only(tok),
-                               max_initial_timestamp_index=int(round(1.0 / m.time_precision)))[0]
+                               max_initial_timestamp_index=round(1.0 / m.time_precision))[0]
         toks = res.sequences_ids[0]
         lp = res.scores[0] * len(toks) / (len(toks) + 1)
         return toks, lp, 0.0, get_compression_ratio(tok.decode(toks).strip()), res.no_speech_prob
@@ -422,8 +430,10 @@ class WhisperEngine:
         from faster_whisper.transcribe import get_compression_ratio
         m = self._model
         size = int(math.ceil(w.duration) * m.frames_per_second)
-        subs, _, _ = m._split_segments_by_timestamps(tokenizer=tok, tokens=tokens, time_offset=w.offset,
-                                                     segment_size=size, segment_duration=w.duration, seek=0)
+        # faster-whisper's private segmenter (pinned: tests/test_third_party_privates.py)
+        split = m._split_segments_by_timestamps  # noqa: SLF001
+        subs, _, _ = split(tokenizer=tok, tokens=tokens, time_offset=w.offset, segment_size=size,
+                           segment_duration=w.duration, seek=0)
         # Sequential Whisper re-decodes from the last timestamp when the final segment is left open; a window
         # is decoded once here, so the open tail is kept as a last segment running to the window's end.
         covered = sum(len(s["tokens"]) for s in subs)
@@ -433,22 +443,23 @@ class WhisperEngine:
             if tail[0] >= tok.timestamp_begin:
                 start = w.offset + (tail[0] - tok.timestamp_begin) * m.time_precision
             if w.offset + w.duration - start < TAIL_REDECODE_S:  # a longer open tail is decoded again instead
-                subs.append(dict(start=start, end=w.offset + w.duration, tokens=tail))
+                subs.append({"start": start, "end": w.offset + w.duration, "tokens": tail})
         out = []
         for s in subs:
             text_tokens = [t for t in s["tokens"] if t < tok.eot]
             text = tok.decode(text_tokens)
             if not text.strip():
                 continue
-            out.append(dict(start=s["start"], end=min(s["end"], w.offset + w.duration), text=text, tokens=s["tokens"],
-                            seek=int(w.offset * m.frames_per_second), avg_logprob=float(avg_logprob),
-                            compression_ratio=float(get_compression_ratio(text)), no_speech_prob=float(no_speech),
-                            temperature=float(temperature)))
+            out.append({"start": s["start"], "end": min(s["end"], w.offset + w.duration), "text": text,
+                        "tokens": s["tokens"], "seek": int(w.offset * m.frames_per_second),
+                        "avg_logprob": float(avg_logprob), "compression_ratio": float(get_compression_ratio(text)),
+                        "no_speech_prob": float(no_speech), "temperature": float(temperature)})
         return out
 
     # ---- sequential path (word timestamps, fixed temperature) --------------------------------------------
     def _transcribe_sequential(self, samples, *, task, language, prompt, temperature, words, progress,
-                               on_segment, cancelled: Callable[[], bool]) -> Transcript:
+                               on_segment, cancelled: Callable[[], bool],
+                               vad: dict[str, Any] | None = None) -> Transcript:
         model = self._model
         duration = len(samples) / SAMPLE_RATE
         temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]
@@ -456,7 +467,7 @@ class WhisperEngine:
         suppress = self._latin_only(self._tokenizer("translate", "en")) if task == "translate" else [-1]
         seg_iter, info = model.transcribe(
             samples, task=task, language=language, initial_prompt=prompt or None, temperature=temps,
-            beam_size=self.beam_size, vad_filter=True, word_timestamps=words,
+            beam_size=self.beam_size, vad_filter=True, vad_parameters=vad or None, word_timestamps=words,
             condition_on_previous_text=False, suppress_tokens=suppress)
         segments: list[Segment] = []
         for s in seg_iter:

@@ -1,13 +1,19 @@
 """Mistral (https://api.mistral.ai/v1), Voxtral.
 
 Transcription: POST /audio/transcriptions, multipart with `file`, `model`, `language`, `temperature`,
-`diarize`, repeated `context_bias[]` (vocabulary hints: our `keyterms`) and repeated
-`timestamp_granularities[]` ("segment" | "word"). There is no `prompt` and no `response_format`: the answer
-is always JSON {model, text, language, segments: [{text, start, end, type, speaker_id?}], usage:
-{prompt_audio_seconds, prompt_tokens, completion_tokens, total_tokens}}. Mistral documents that a
-`language` hint cannot be combined with timestamps, so timestamps are asked for only without a hint (or
-when word timestamps are required, dropping the hint). With word granularity every returned chunk is one
-word. No translation endpoint.
+`diarize`, repeated `context_bias` (vocabulary hints: our `keyterms`) and repeated `timestamp_granularities`
+("segment" | "word"). Array fields are repeated under their plain name, without `[]`: that is what Mistral's
+SDK sends (client-python, Speakeasy `serialize_multipart_form`, 2026). There is no `prompt` and no
+`response_format`: the answer is always JSON {model, text, language, segments: [{text, start, end, type,
+speaker_id?}], usage: {prompt_audio_seconds, prompt_tokens, completion_tokens, total_tokens}}. Mistral
+documents that a `language` hint cannot be combined with timestamps, so timestamps are asked for only
+without a hint (or when word timestamps are required, dropping the hint).
+
+Word timestamps exist only on the Voxtral 2 model (`voxtral-mini-2602`, catalog capability
+word_timestamps); Voxtral 3 (`voxtral-mini-transcribe-3-0`, which `voxtral-mini-latest` now names) answers
+`word` with a 400 ("Migrate from Voxtral 2", docs.mistral.ai), so `word` is only sent where the endpoint
+declares it. With word granularity each returned chunk is one word; a chunk with spaces in it is a segment,
+and the answer is kept as segments then. No translation endpoint.
 
 Speech: POST /audio/speech, JSON {model, input, voice_id, response_format, stream}. Without `stream` the
 answer is {"audio_data": <base64>}; with `stream: true` it is Server-Sent Events `speech.audio.delta`
@@ -19,14 +25,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import numpy as np
 
+from ..core import languages
+from ..core.audio import SpeechStream
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
-from .base import SpeechStream
-from .openai_compatible import OpenAICompatibleProvider, form_value, language_code, malformed, parse_segments
+from .http import Response
+from .openai_compatible import OpenAICompatibleProvider, form_value, malformed, parse_segments
 
 PCM_RATE = 24000
 
@@ -41,51 +50,57 @@ class MistralProvider(OpenAICompatibleProvider):
         caps = endpoint.capabilities
         fields: dict[str, Any] = {"model": endpoint.upstream_model}
         words = req.want_words and caps.word_timestamps
-        if req.language and caps.language and not words:
+        diarize = bool(req.extra.get("diarize"))
+        # speaker turns need timestamps, and Mistral takes no language hint with them: diarization drops the hint
+        if req.language and caps.language and not words and not diarize:
             fields["language"] = req.language
         else:
-            fields["timestamp_granularities[]"] = ["word" if words else "segment"]
+            fields["timestamp_granularities"] = ["word" if words else "segment"]
         if req.temperature is not None and caps.temperature:
             fields["temperature"] = form_value(req.temperature)
-        if req.extra.get("diarize"):
+        if diarize:
             fields["diarize"] = "true"
         if req.extra.get("keyterms"):
             # Mistral wants each bias term without spaces or commas; multi-word phrases use underscores.
-            fields["context_bias[]"] = ["_".join(t.replace(",", " ").split()) for t in req.extra["keyterms"]]
+            fields["context_bias"] = ["_".join(t.replace(",", " ").split()) for t in req.extra["keyterms"]]
         for k, v in self.options_for(options).items():
             fields[k] = form_value(v)
         return fields
 
-    def parse_transcription(self, resp: httpx.Response, req: TranscriptionRequest, endpoint) -> Transcript:
+    def parse_transcription(self, resp: Response, req: TranscriptionRequest, endpoint) -> Transcript:
         body = self.json_body(resp)
         if not isinstance(body, dict) or not isinstance(body.get("text"), str):
             raise malformed(self.slug, "no text field")
         chunks = parse_segments(body.get("segments"), self.slug)
         text = body["text"].strip()
-        if req.want_words and endpoint.capabilities.word_timestamps and chunks:
+        asked_words = req.want_words and endpoint.capabilities.word_timestamps
+        # one chunk per word only when words were asked for and each chunk is one word: segments stay segments
+        if asked_words and chunks and all(len(c.text.split()) <= 1 for c in chunks):
             words = [Word(c.text.strip(), c.start, c.end, None, c.speaker) for c in chunks if c.text.strip()]
             segments = [Segment(id=0, start=chunks[0].start, end=chunks[-1].end, text=text, words=words)]
         else:
             segments = chunks
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        usage = u if isinstance(u := body.get("usage"), dict) else {}
         seconds = usage.get("prompt_audio_seconds")
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return Transcript(text=text, language=language_code(body.get("language")),
+        return Transcript(text=text, language=languages.code(body.get("language")),
                           duration=float(seconds) if isinstance(seconds, (int, float)) and seconds else None,
                           segments=segments, task="transcribe",
                           input_tokens=tin if isinstance(tin, int) and tin else None,
                           output_tokens=tout if isinstance(tout, int) and tout else None)
 
     # ---- speech -----------------------------------------------------------------------------------
-    def speech_body(self, req: SpeechRequest, endpoint, voice: str, fmt: str, options: dict[str, Any]) -> dict[str, Any]:
+    def speech_body(self, req: SpeechRequest, endpoint, voice: str, fmt: str,
+                    options: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": endpoint.upstream_model, "input": req.input, "voice_id": voice,
                                 "response_format": "pcm", "stream": True}
         body.update(self.options_for(options))
         return body
 
-    async def _events(self, resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, resp: Response) -> AsyncIterator[dict[str, Any]]:
         """Server-Sent Events -> JSON payloads (the `event:` name is repeated in the payload's `type`)."""
-        event, data = None, []
+        event: str | None = None
+        data: list[str] = []
         async for line in resp.aiter_lines():
             if line.startswith(":"):
                 continue
@@ -112,7 +127,7 @@ class MistralProvider(OpenAICompatibleProvider):
             elif field == "data":
                 data.append(value)
 
-    async def _pcm_chunks(self, resp: httpx.Response, state: dict) -> AsyncIterator[np.ndarray]:
+    async def _pcm_chunks(self, resp: Response, state: dict) -> AsyncIterator[np.ndarray]:
         carry = b""
         got = False
         try:

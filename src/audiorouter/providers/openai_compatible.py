@@ -9,6 +9,9 @@ Wire protocol (https://platform.openai.com/docs/api-reference/audio):
   text/srt/vtt ourselves from the neutral transcript.
 - POST {base}/audio/speech: JSON {model, input, voice, response_format, speed, instructions}; the answer is
   the audio bytes, streamed. Raw `pcm` is 16-bit little-endian mono at 24 kHz.
+- Streaming transcription (gpt-4o-transcribe and others with `stream=true`): the same POST with
+  `stream=true` answers text/event-stream events `transcript.text.delta` {delta} ... `transcript.text.done`
+  {text, usage}; `transcribe_stream` passes the deltas on as they arrive.
 - Auth: `Authorization: Bearer <key>`. Errors: {"error": {"message", "type", "param", "code"}}.
 
 Subclasses are short declarations: paths, which response formats the upstream takes, whether a key is
@@ -17,45 +20,20 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import httpx
+import orjson
 
 from ..audio import convert
+from ..core import languages
+from ..core.audio import PreparedAudio, SpeechStream
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
-from .base import PreparedAudio, SpeechStream
-from .http import HTTPProvider
+from .http import HTTPProvider, Response
 
-# Whisper's language names (as OpenAI's verbose_json reports them) -> ISO-639-1, so the neutral transcript
-# always carries a code.
-LANGUAGE_CODES = {
-    "english": "en", "chinese": "zh", "german": "de", "spanish": "es", "russian": "ru", "korean": "ko",
-    "french": "fr", "japanese": "ja", "portuguese": "pt", "turkish": "tr", "polish": "pl", "catalan": "ca",
-    "dutch": "nl", "arabic": "ar", "swedish": "sv", "italian": "it", "indonesian": "id", "hindi": "hi",
-    "finnish": "fi", "vietnamese": "vi", "hebrew": "he", "ukrainian": "uk", "greek": "el", "malay": "ms",
-    "czech": "cs", "romanian": "ro", "danish": "da", "hungarian": "hu", "tamil": "ta", "norwegian": "no",
-    "thai": "th", "urdu": "ur", "croatian": "hr", "bulgarian": "bg", "lithuanian": "lt", "latin": "la",
-    "maori": "mi", "malayalam": "ml", "welsh": "cy", "slovak": "sk", "telugu": "te", "persian": "fa",
-    "latvian": "lv", "bengali": "bn", "serbian": "sr", "azerbaijani": "az", "slovenian": "sl", "kannada": "kn",
-    "estonian": "et", "macedonian": "mk", "breton": "br", "basque": "eu", "icelandic": "is", "armenian": "hy",
-    "nepali": "ne", "mongolian": "mn", "bosnian": "bs", "kazakh": "kk", "albanian": "sq", "swahili": "sw",
-    "galician": "gl", "marathi": "mr", "punjabi": "pa", "sinhala": "si", "khmer": "km", "shona": "sn",
-    "yoruba": "yo", "somali": "so", "afrikaans": "af", "occitan": "oc", "georgian": "ka", "belarusian": "be",
-    "tajik": "tg", "sindhi": "sd", "gujarati": "gu", "amharic": "am", "yiddish": "yi", "lao": "lo",
-    "uzbek": "uz", "faroese": "fo", "haitian creole": "ht", "pashto": "ps", "turkmen": "tk", "nynorsk": "nn",
-    "maltese": "mt", "sanskrit": "sa", "luxembourgish": "lb", "myanmar": "my", "tibetan": "bo",
-    "tagalog": "tl", "malagasy": "mg", "assamese": "as", "tatar": "tt", "hawaiian": "haw", "lingala": "ln",
-    "hausa": "ha", "bashkir": "ba", "javanese": "jw", "sundanese": "su", "cantonese": "yue",
-}
 _RATE_PARAM = re.compile(r"rate=(\d+)")
-
-
-def language_code(v: Any) -> str | None:
-    if not isinstance(v, str) or not v.strip():
-        return None
-    s = v.strip().lower()
-    return LANGUAGE_CODES.get(s, s.split("-")[0] if len(s) <= 8 else s)
 
 
 def malformed(provider: str, what: str) -> UpstreamError:
@@ -143,17 +121,39 @@ def parse_openai_transcript(body: Any, task: str, provider: str) -> Transcript:
         raise malformed(provider, "no text field")
     segments = attach_words(parse_segments(body.get("segments"), provider),
                             parse_words(body.get("words"), provider), text.strip())
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage = u if isinstance(u := body.get("usage"), dict) else {}
     tin = usage.get("input_tokens")
     tout = usage.get("output_tokens")
     duration = body.get("duration")
     if duration is None and isinstance(usage.get("seconds"), (int, float)) and usage.get("type") == "duration":
         duration = usage["seconds"]
     return Transcript(
-        text=text.strip(), language=language_code(body.get("language")),
+        text=text.strip(), language=languages.code(body.get("language")),
         duration=float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
         segments=segments, task=body["task"] if body.get("task") in ("transcribe", "translate") else task,  # type: ignore[arg-type]
-        input_tokens=tin if isinstance(tin, int) else None, output_tokens=tout if isinstance(tout, int) else None)
+        input_tokens=tin if isinstance(tin, int) else None, output_tokens=tout if isinstance(tout, int) else None,
+        logprobs=parse_logprobs(body.get("logprobs"), provider))
+
+
+async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each event in a text/event-stream (multi-line data joined with newlines)."""
+    data: list[str] = []
+    async for line in lines:
+        line = line.rstrip("\r")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+    if data:
+        yield "\n".join(data)
 
 
 def form_value(v: Any) -> Any:
@@ -165,6 +165,51 @@ def form_value(v: Any) -> Any:
     if isinstance(v, list):
         return [form_value(x) for x in v]
     return json.dumps(v)
+
+
+def bracket_fields(name: str, v: Any) -> list[tuple[str, str]]:
+    """A JSON value as the multipart fields the openai SDKs send for it (qs "brackets" format): a list as
+    repeated `name[]`, an object as `name[key]`, nested the same way; scalars as strings, booleans as
+    true/false. (OpenAI reads `include[]=logprobs`; a bare `include=["logprobs"]` string is not a list.)"""
+    if isinstance(v, dict):
+        return [item for k, x in v.items() for item in bracket_fields(f"{name}[{k}]", x)]
+    if isinstance(v, list):
+        return [item for x in v for item in bracket_fields(f"{name}[]", x)]
+    if v is None:
+        return []
+    return [(name, form_value(v))]
+
+
+def put_fields(fields: dict[str, Any], items: list[tuple[str, str]]) -> None:
+    """Adds (name, value) pairs to an httpx `data` dict, a name given more than once becoming a list."""
+    for k, v in items:
+        old = fields.get(k)
+        if old is None:
+            fields[k] = v
+        elif isinstance(old, list):
+            old.append(v)
+        else:
+            fields[k] = [old, v]
+
+
+def parse_logprobs(v: Any, provider: str) -> list[dict[str, Any]] | None:
+    """OpenAI's `logprobs`: [{token, logprob, bytes}] (each field optional)."""
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+        raise malformed(provider, "logprobs is not a list of objects")
+    out = []
+    for x in v:
+        item: dict[str, Any] = {}
+        if isinstance(x.get("token"), str):
+            item["token"] = x["token"]
+        lp = x.get("logprob")
+        if isinstance(lp, (int, float)) and not isinstance(lp, bool):
+            item["logprob"] = float(lp)
+        if isinstance(x.get("bytes"), list):
+            item["bytes"] = [b for b in x["bytes"] if isinstance(b, (int, float)) and not isinstance(b, bool)]
+        out.append(item)
+    return out
 
 
 def pcm_rate(content_type: str, default: int) -> int:
@@ -203,23 +248,23 @@ class OpenAICompatibleProvider(HTTPProvider):
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    def refine_upstream_error(self, e: GatewayError, resp: httpx.Response) -> GatewayError:
+    def refine_upstream_error(self, e: GatewayError, resp: Response) -> GatewayError:
         """The upstream's Retry-After travels on to the client."""
         if isinstance(e, UpstreamError) and e.retry_after is not None:
-            e.headers.setdefault("Retry-After", str(int(round(e.retry_after))))
+            e.headers.setdefault("Retry-After", str(round(e.retry_after)))
         return e
 
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    async def post(self, path: str, **kw: Any) -> httpx.Response:
+    async def post(self, path: str, **kw: Any) -> Response:
         return await self.post_checked(self.url(path), headers=self.headers(), **kw)
 
-    async def open_stream(self, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    async def open_stream(self, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> Response:
         """POST and return the response with its body unread (streaming); non-2xx raise here."""
         return await self.open_checked(self.url(path), headers={**self.headers(), **(headers or {})}, **kw)
 
-    def json_body(self, resp: httpx.Response) -> Any:
+    def json_body(self, resp: Response) -> Any:
         try:
             return resp.json()
         except (ValueError, UnicodeDecodeError):
@@ -246,6 +291,10 @@ class OpenAICompatibleProvider(HTTPProvider):
     def transcription_fields(self, req: TranscriptionRequest, endpoint, options: dict[str, Any]) -> dict[str, Any]:
         caps = endpoint.capabilities
         fmt = self.response_format_for(endpoint)
+        diarize = (bool(req.extra.get("diarize")) and caps.diarization and req.task == "transcribe"
+                   and "diarized_json" in self.upstream_formats)
+        if diarize:
+            fmt = "diarized_json"
         fields: dict[str, Any] = {"model": endpoint.upstream_model, "response_format": fmt}
         if req.language and req.task == "transcribe" and caps.language:
             fields["language"] = req.language
@@ -255,11 +304,22 @@ class OpenAICompatibleProvider(HTTPProvider):
             fields["temperature"] = form_value(req.temperature)
         if fmt == "verbose_json" and req.want_words and caps.word_timestamps and req.task == "transcribe":
             fields[self.granularity_field] = ["word", "segment"]  # (/audio/translations refuses the field)
+        if req.task == "transcribe":  # /audio/translations defines none of these
+            if "logprobs" in (req.extra.get("include") or ()) and caps.logprobs and fmt == "json":
+                fields["include[]"] = ["logprobs"]  # OpenAI: logprobs only with response_format json
+            cs = req.extra.get("chunking_strategy")
+            if cs is None and diarize and caps.chunking_strategy:
+                cs = "auto"  # OpenAI's diarize model requires one over 30 s; auto is its server-side VAD
+            if cs is not None and caps.chunking_strategy:
+                put_fields(fields, bracket_fields("chunking_strategy", cs))
+            if req.extra.get("known_speaker_names") and caps.known_speakers:
+                fields["known_speaker_names[]"] = list(req.extra["known_speaker_names"])
+                fields["known_speaker_references[]"] = list(req.extra["known_speaker_references"])
         for k, v in self.options_for(options).items():
-            fields[k] = form_value(v)
+            put_fields(fields, bracket_fields(k, v))
         return fields
 
-    def parse_transcription(self, resp: httpx.Response, req: TranscriptionRequest, endpoint) -> Transcript:
+    def parse_transcription(self, resp: Response, req: TranscriptionRequest, endpoint) -> Transcript:
         return parse_openai_transcript(self.json_body(resp), req.task, self.slug)
 
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
@@ -269,6 +329,65 @@ class OpenAICompatibleProvider(HTTPProvider):
         path = self.translation_path if req.task == "translate" else self.transcription_path
         resp = await self.post(path, data=fields, files={"file": (up.filename, up.data, up.mime)})
         return self.parse_transcription(resp, req, endpoint)
+
+    async def transcribe_stream(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint,
+                                options: dict[str, Any], on_delta: Callable[[str], None]) -> Transcript:
+        """POST the audio with stream=true and pass the upstream's text deltas to `on_delta` as they arrive.
+        An upstream that answers with plain JSON instead is parsed as a normal transcript."""
+        up = await self.upload(audio, endpoint)
+        fields = self.transcription_fields(req, endpoint, options)
+        fields["response_format"] = "json"
+        fields.pop(self.granularity_field, None)
+        fields["stream"] = "true"
+        resp = await self.open_stream(self.transcription_path, data=fields,
+                                      files={"file": (up.filename, up.data, up.mime)},
+                                      headers={"Accept": "text/event-stream"})
+        ctype = resp.headers.get("content-type", "").lower()
+        try:
+            if "text/event-stream" not in ctype:
+                body = await resp.aread()
+                try:
+                    parsed = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    raise malformed(self.slug, "neither an event stream nor JSON") from None
+                return parse_openai_transcript(parsed, req.task, self.slug)
+            parts: list[str] = []
+            done: dict[str, Any] | None = None
+            async for data in iter_sse_data(resp.aiter_lines()):
+                if data.strip() == "[DONE]":
+                    break
+                try:
+                    ev = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise malformed(self.slug, "an event is not JSON") from None
+                if not isinstance(ev, dict):
+                    continue
+                kind = ev.get("type")
+                if kind == "transcript.text.delta" and isinstance(ev.get("delta"), str):
+                    parts.append(ev["delta"])
+                    on_delta(ev["delta"])
+                elif kind == "transcript.text.done":
+                    done = ev
+                    break
+                elif kind == "error" or isinstance(ev.get("error"), dict):
+                    err = ev.get("error")
+                    msg = err.get("message") if isinstance(err, dict) else None
+                    msg = msg if isinstance(msg, str) else "stream error"
+                    raise UpstreamError(f"{self.slug}: upstream stream failed: {self.scrub(msg, 300)}",
+                                        retryable=not parts, metadata={"provider_name": self.slug})
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        finally:
+            await resp.aclose()
+        if done is None:
+            raise malformed(self.slug, "the event stream ended without transcript.text.done")
+        text = done.get("text")
+        text = text if isinstance(text, str) else "".join(parts)
+        usage = done.get("usage")
+        tin, tout = (usage.get("input_tokens"), usage.get("output_tokens")) if isinstance(usage, dict) else (None, None)
+        return Transcript(text=text.strip(), language=req.language, task=req.task,
+                          input_tokens=tin if isinstance(tin, int) else None,
+                          output_tokens=tout if isinstance(tout, int) else None)
 
     # ---- speech -----------------------------------------------------------------------------------
     @staticmethod
@@ -282,9 +401,12 @@ class OpenAICompatibleProvider(HTTPProvider):
             return "pcm"
         return outs[0]
 
-    def speech_body(self, req: SpeechRequest, endpoint, voice: str, fmt: str, options: dict[str, Any]) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": endpoint.upstream_model, "input": req.input, "voice": voice,
-                                "response_format": fmt}
+    def speech_body(self, req: SpeechRequest, endpoint, voice: str, fmt: str,
+                    options: dict[str, Any]) -> dict[str, Any]:
+        # a custom voice goes on as OpenAI's voice object {"id": ...} (the router admits it only where the
+        # endpoint has custom_voices)
+        body: dict[str, Any] = {"model": endpoint.upstream_model, "input": req.input,
+                                "voice": {"id": voice} if req.voice_object else voice, "response_format": fmt}
         if req.speed != 1.0:
             body["speed"] = req.speed
         if req.instructions and endpoint.capabilities.instructions:

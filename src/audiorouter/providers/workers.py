@@ -10,8 +10,9 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from ..core.errors import Overloaded
 
@@ -64,7 +65,7 @@ class WorkerPool:
         """Admit (or raise Overloaded), then run fn in a worker thread; the slot is released when the job
         finishes, or when it is cancelled before it starts."""
         self._admit()
-        state = {"started": None}
+        state: dict[str, float | None] = {"started": None}
 
         def job():
             with self._lock:
@@ -83,7 +84,7 @@ class WorkerPool:
     async def run(self, fn: Callable[..., T], *args) -> T:
         return await asyncio.wrap_future(self._submit(fn, *args))
 
-    def submit_stream(self, fn: Callable[[Callable[[object], None]], None]) -> "asyncio.Queue":
+    def submit_stream(self, fn: Callable[[Callable[[object], None]], None]) -> asyncio.Queue:
         """Run a producer in the pool that emits items via the callback; returns a queue the caller drains.
         The queue ends with a sentinel (None) or an exception instance."""
         loop = asyncio.get_running_loop()
@@ -99,7 +100,7 @@ class WorkerPool:
             try:
                 fn(emit)
                 emit(None)
-            except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
+            except BaseException as e:
                 emit(e)
 
         self._submit(producer)

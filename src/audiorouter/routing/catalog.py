@@ -9,94 +9,53 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from ..core.endpoint import Capabilities, Endpoint, Limits, Pricing, Provider, Strict
+
+__all__ = [
+    "DEFAULT_CATALOG",
+    "Capabilities",
+    "Catalog",
+    "CatalogError",
+    "CatalogFile",
+    "Endpoint",
+    "Kind",
+    "Limits",
+    "Model",
+    "Pricing",
+    "Provider",
+    "VoiceInfo",
+]
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
-Kind = Literal["transcription", "speech"]
+Kind = Literal["transcription", "speech", "chat"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VoiceInfo(Strict):
+    """What is known of one voice of a speech model (all optional)."""
+    name: str | None = None
+    language: str | None = None      # BCP-47 ("en-GB") or ISO-639-1
+    gender: str | None = None        # as the provider lists it
+    preview_text: str | None = None  # a sentence to preview this voice with (else the model's)
 
 
-class Pricing(_Strict):
-    """USD. Exactly the units the provider bills in."""
-    per_second: float | None = None
-    per_minute: float | None = None
-    per_million_characters: float | None = None
-    per_million_input_tokens: float | None = None
-    per_million_output_tokens: float | None = None
-    per_request: float = 0.0
-    minimum_seconds: float = 0.0  # some providers bill a minimum duration per request
-
-    @model_validator(mode="after")
-    def _minute_to_second(self) -> "Pricing":
-        if self.per_minute is not None and self.per_second is None:
-            self.per_second = self.per_minute / 60.0
-        return self
-
-    @property
-    def unit(self) -> str:
-        if self.per_second is not None:
-            return "seconds"
-        if self.per_million_characters is not None:
-            return "characters"
-        if self.per_million_input_tokens is not None or self.per_million_output_tokens is not None:
-            return "tokens"
-        return "requests"
-
-
-class Limits(_Strict):
-    max_bytes: int | None = None
-    max_seconds: float | None = None
-    max_characters: int | None = None
-
-
-class Capabilities(_Strict):
-    translation: bool = False
-    verbose_json: bool = True
-    word_timestamps: bool = False
-    diarization: bool = False
-    prompt: bool = False
-    keyterms: bool = False
-    temperature: bool = True
-    language: bool = True
-    speed: bool = False
-    instructions: bool = False
-    streaming: bool = False
-
-
-class Endpoint(_Strict):
-    provider: str
-    upstream_model: str
-    pricing: Pricing = Field(default_factory=Pricing)
-    input_formats: list[str] | None = None    # transcription: containers the provider accepts (None = any)
-    output_formats: list[str] | None = None   # speech: formats it can produce natively
-    limits: Limits = Field(default_factory=Limits)
-    capabilities: Capabilities = Field(default_factory=Capabilities)
-    zdr: bool = False
-    data_collection: Literal["allow", "deny"] = "deny"
-    substitute: bool = False  # a local engine standing in for a model whose upstream is not configured
-    voice_map: dict[str, str] = Field(default_factory=dict)  # public voice name -> provider voice name
-
-    @property
-    def key(self) -> str:
-        return f"{self.provider}/{self.upstream_model}"
-
-
-class Model(_Strict):
+class Model(Strict):
     id: str
     name: str
     kind: Kind
     description: str = ""
     created: int = 1767225600
+    expiration_date: str | None = None  # the provider's announced shutdown date (YYYY-MM-DD), OpenRouter's field
     voices: list[str] = Field(default_factory=list)
+    voice_details: dict[str, VoiceInfo] = Field(default_factory=dict)  # voice -> what is known of it
+    voice_preview_text: str | None = None
     default_voice: str | None = None
     languages: list[str] | None = None
     endpoints: list[Endpoint]
 
     @model_validator(mode="after")
-    def _check(self) -> "Model":
+    def _check(self) -> Model:
         if "/" not in self.id:
             raise ValueError("id must be author/slug")
         if self.kind == "speech" and self.voices and self.default_voice is None:
@@ -112,22 +71,7 @@ class Model(_Strict):
         return self.id.split("/", 1)[1]
 
 
-class Provider(_Strict):
-    name: str
-    adapter: str
-    base_url: str | None = None
-    api_key_env: str | None = None
-    api_key: str | None = None
-    timeout_s: float = 60.0
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    def resolved_key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
-
-
-class CatalogFile(_Strict):
+class CatalogFile(Strict):
     providers: dict[str, Provider] = Field(default_factory=dict)
     models: list[Model] = Field(default_factory=list)
 
@@ -170,10 +114,11 @@ class Catalog:
         for m in self.models.values():
             for e in m.endpoints:
                 if e.provider not in self.providers:
-                    raise CatalogError(f"model {m.id!r}: endpoint provider {e.provider!r} is not defined under providers")
+                    raise CatalogError(f"model {m.id!r}: endpoint provider {e.provider!r} is not defined under "
+                                       "providers")
 
     @classmethod
-    def load(cls, user_path: str | os.PathLike | None = None, *, default_path: Path = DEFAULT_CATALOG) -> "Catalog":
+    def load(cls, user_path: str | os.PathLike | None = None, *, default_path: Path = DEFAULT_CATALOG) -> Catalog:
         base = _validate(_load_file(default_path), default_path)
         if user_path:
             p = Path(user_path)

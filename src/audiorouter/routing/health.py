@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 EWMA_ALPHA = 0.3
 
@@ -45,6 +45,10 @@ class HealthBook:
         self.window_s = float(window_s)
         self.clock = clock
         self._eps: dict[str, EndpointHealth] = {}
+
+    def endpoints(self) -> list[str]:
+        """The endpoints seen so far (/metrics reports their circuit state)."""
+        return list(self._eps)
 
     def get(self, key: str) -> EndpointHealth:
         h = self._eps.get(key)

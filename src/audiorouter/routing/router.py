@@ -41,33 +41,40 @@ the ledger reads - and the response names the serving provider (X-Provider) and 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-import traceback
 import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple
 
-from ..core.errors import (GatewayError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, UpstreamError,
-                           UpstreamTimeout)
+from ..core.audio import PreparedAudio, SpeechStream
+from ..core.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from ..core.types import Attempt, SpeechRequest, Transcript, TranscriptionRequest, Usage
-from ..providers.base import BYOK_KEYS, PreparedAudio, ProviderAdapter, SpeechStream
-from .catalog import Catalog, Endpoint, Kind, Model
+from ..providers.base import BYOK_KEYS, ProviderAdapter
+from .catalog import Capabilities, Catalog, Endpoint, Kind, Model
 from .health import HealthBook
-from .pricing import estimate_text_tokens, speech_cost, transcription_cost
+from .pricing import estimate_cost, estimate_text_tokens, speech_cost, transcription_cost
 
 log = logging.getLogger("audiorouter.router")
 
 LOCAL_STT = Endpoint(provider="local", upstream_model="whisper-base", substitute=True,
-                     capabilities={"translation": True, "word_timestamps": True, "prompt": True})
+                     capabilities=Capabilities(translation=True, word_timestamps=True, prompt=True, logprobs=True,
+                                               chunking_strategy=True))
 LOCAL_TTS = Endpoint(provider="local", upstream_model="hibari", substitute=True,
-                     capabilities={"speed": True, "streaming": True})
+                     capabilities=Capabilities(speed=True, streaming=True))
 
 MAX_PRICE_KEYS = ("audio", "prompt", "completion", "request", "total")
-# Rough token rates of token-priced transcription, for price estimates only (settlement uses what the
-# provider reports): ~10 audio tokens in and ~3 text tokens out per second of speech.
-STT_INPUT_TOKENS_PER_S = 10.0
-STT_OUTPUT_TOKENS_PER_S = 3.0
 
 
 @dataclass
@@ -101,10 +108,28 @@ class Route:
 
     def attempts_header(self) -> str:
         """Compact attempt log for a response header: provider:status:latency_ms, comma-separated."""
-        return ",".join(f"{a.provider}:{a.status}:{int(round(a.latency_ms))}" for a in self.attempts)
+        return ",".join(f"{a.provider}:{a.status}:{round(a.latency_ms)}" for a in self.attempts)
 
     def attempts_metadata(self) -> list[dict[str, Any]]:
         return [{**asdict(a), "latency_ms": round(a.latency_ms, 1)} for a in self.attempts]
+
+
+class Plan(NamedTuple):
+    """What Router.plan chose for one request: the candidates in the order they are tried and the Route
+    template (model, ignored parameters, endpoints skipped at planning). Computed once per request and passed
+    down (Router.transcribe / Router.speak take it), never re-planned per chunk or per piece. Unpacks as
+    `cands, route`."""
+    cands: list[Candidate]
+    route: Route
+
+    def new_route(self) -> Route:
+        """A fresh Route to record one execution's attempts in."""
+        r = self.route
+        return Route(model=r.model, ignored_params=list(r.ignored_params), skipped=[dict(x) for x in r.skipped])
+
+    def only(self, cands: list[Candidate]) -> Plan:
+        """The same plan restricted to `cands` (e.g. the one candidate that streams, or the rest)."""
+        return Plan(cands, self.route)
 
 
 @dataclass
@@ -156,8 +181,8 @@ def _requirements(req: TranscriptionRequest | SpeechRequest) -> tuple[list[tuple
             hard.append(("task", "translation"))
         if req.want_words and req.response_format == "verbose_json":
             hard.append(("timestamp_granularities", "word_timestamps"))
-        if req.extra.get("diarize"):
-            hard.append(("diarize", "diarization"))
+        if req.extra.get("diarize"):  # (response_format diarized_json sets it: the error names the format)
+            hard.append(("response_format" if req.response_format == "diarized_json" else "diarize", "diarization"))
         if req.extra.get("keyterms"):
             hard.append(("keyterms", "keyterms"))
         if req.prompt:
@@ -166,9 +191,17 @@ def _requirements(req: TranscriptionRequest | SpeechRequest) -> tuple[list[tuple
             soft.append(("temperature", "temperature"))
         if req.language:
             soft.append(("language", "language"))
+        if "logprobs" in (req.extra.get("include") or ()):
+            soft.append(("include", "logprobs"))
+        if req.extra.get("chunking_strategy") is not None:
+            soft.append(("chunking_strategy", "chunking_strategy"))
+        if req.extra.get("known_speaker_names"):
+            hard.append(("known_speaker_names", "known_speakers"))
     else:
         if req.speed != 1.0:
             hard.append(("speed", "speed"))
+        if req.voice_object:
+            hard.append(("voice", "custom_voices"))
         if req.instructions:
             soft.append(("instructions", "instructions"))
     return hard, soft
@@ -181,17 +214,6 @@ def unit_prices(e: Endpoint) -> dict[str, float]:
               else (p.per_million_input_tokens or 0.0) / 1e6)
     return {"audio": p.per_second or 0.0, "prompt": prompt,
             "completion": (p.per_million_output_tokens or 0.0) / 1e6, "request": p.per_request}
-
-
-def estimate_cost(e: Endpoint, req: TranscriptionRequest | SpeechRequest, duration: float | None) -> float:
-    p = e.pricing
-    if isinstance(req, TranscriptionRequest):
-        secs = duration or 0.0
-        u = Usage(seconds=secs, input_tokens=int(secs * STT_INPUT_TOKENS_PER_S),
-                  output_tokens=int(secs * STT_OUTPUT_TOKENS_PER_S))
-        return transcription_cost(p, u)
-    u = Usage(characters=len(req.input), input_tokens=estimate_text_tokens(req.input))
-    return speech_cost(p, u)
 
 
 class Router:
@@ -218,7 +240,8 @@ class Router:
         a = self.adapters.get(endpoint.provider)
         return a is not None and a.available()
 
-    def _endpoints(self, model: Model) -> list[Endpoint]:
+    def endpoints(self, model: Model) -> list[Endpoint]:
+        """The model's catalog endpoints, plus the local engine as a last-resort substitute where it stands in."""
         eps = list(model.endpoints)
         if self.settings.local_substitute and model.author != "local" and "local" in self.adapters:
             eps.append(LOCAL_STT if model.kind == "transcription" else LOCAL_TTS)
@@ -228,7 +251,8 @@ class Router:
     def _check_max_price(mp: dict[str, float] | None) -> None:
         for k, v in (mp or {}).items():
             if k not in MAX_PRICE_KEYS:
-                raise InvalidRequest(f"provider.max_price.{k}: unknown price unit; use one of {', '.join(MAX_PRICE_KEYS)}",
+                units = ", ".join(MAX_PRICE_KEYS)
+                raise InvalidRequest(f"provider.max_price.{k}: unknown price unit; use one of {units}",
                                      param=f"provider.max_price.{k}")
             if v < 0:
                 raise InvalidRequest(f"provider.max_price.{k}: must not be negative", param=f"provider.max_price.{k}")
@@ -239,11 +263,13 @@ class Router:
         hard, soft = _requirements(req)
         if prefs.require_parameters:
             hard, soft = hard + soft, []
-        all_eps = self._endpoints(model)
+        all_eps = self.endpoints(model)
         for param, cap in hard:
             if not any(getattr(e.capabilities, cap) for e in all_eps):
+                diarized = cap == "diarization" and param == "response_format"
+                what = "diarized_json (speaker diarization)" if diarized else param
                 return _Selection(error=InvalidRequest(
-                    f"{param}: no provider of {model.id} supports {param}", param=param,
+                    f"{param}: no provider of {model.id} supports {what}", param=param,
                     metadata={"model": model.id, "parameter": param}, code="unsupported_parameter"))
 
         only = {p.lower() for p in prefs.only or []}
@@ -255,7 +281,7 @@ class Router:
             prices = unit_prices(e)
             for k, limit in mp.items():
                 if k == "total":
-                    if estimate_cost(e, req, duration) > limit + 1e-12:
+                    if estimate_cost(e.pricing, req, duration) > limit + 1e-12:
                         return False
                 elif prices.get(k, 0.0) > limit + 1e-15:
                     return False
@@ -265,9 +291,7 @@ class Router:
             lim = e.limits
             if duration is not None and lim.max_seconds is not None and duration > lim.max_seconds:
                 return False
-            if chars is not None and lim.max_characters is not None and chars > lim.max_characters:
-                return False
-            return True
+            return not (chars is not None and lim.max_characters is not None and chars > lim.max_characters)
 
         steps: list[tuple[str, Callable[[Endpoint], bool]]] = [("configured", self.usable)]
         if only:
@@ -278,8 +302,11 @@ class Router:
             steps.append(("provider.data_collection", lambda e: e.data_collection == "deny"))
         if prefs.zdr:
             steps.append(("provider.zdr", lambda e: e.zdr or e.provider == "local"))
+        def capable(cap: str) -> Callable[[Endpoint], bool]:
+            return lambda e: bool(getattr(e.capabilities, cap))
+
         for param, cap in hard:
-            steps.append((f"param:{param}:{cap}", lambda e, cap=cap: bool(getattr(e.capabilities, cap))))
+            steps.append((f"param:{param}:{cap}", capable(cap)))
         steps.append(("limits", within_limits))
         if mp:
             steps.append(("provider.max_price", within_price))
@@ -297,7 +324,7 @@ class Router:
 
         def metric(e: Endpoint) -> float:
             if prefs.sort == "price":
-                return estimate_cost(e, req, duration)
+                return estimate_cost(e.pricing, req, duration)
             if prefs.sort == "latency":
                 v = self.health.latency(e.key)
                 return v if v is not None else float("inf")
@@ -306,7 +333,8 @@ class Router:
                 return -v if v is not None else float("inf")
             return 0.0
 
-        eps = sorted(eps, key=lambda e: (e.substitute, rank.get(e.provider.lower(), len(rank)), metric(e), index[id(e)]))
+        eps = sorted(eps, key=lambda e: (e.substitute, rank.get(e.provider.lower(), len(rank)), metric(e),
+                                         index[id(e)]))
         if not prefs.allow_fallbacks:
             listed = [e for e in eps if e.provider.lower() in rank]
             eps = listed if listed else eps[:1]
@@ -317,8 +345,8 @@ class Router:
         names = sorted({e.provider for e in before})
         meta: dict[str, Any] = {"model": model.id, "providers": names}
         if step == "configured":
-            envs = sorted({self.catalog.providers[e.provider].api_key_env for e in all_eps
-                           if e.provider in self.catalog.providers and self.catalog.providers[e.provider].api_key_env})
+            specs = [self.catalog.providers.get(e.provider) for e in all_eps]
+            envs = sorted({s.api_key_env for s in specs if s is not None and s.api_key_env})
             hint = f" (set {' or '.join(envs)})" if envs else ""
             return GatewayError(f"model: no provider for {model.id} is configured{hint}, and the local engine "
                                 "is not standing in", status=503, param="model", metadata=meta,
@@ -327,7 +355,8 @@ class Router:
             _, param, cap = step.split(":", 2)
             able = sorted({e.provider for e in all_eps if getattr(e.capabilities, cap)})
             return InvalidRequest(f"{param}: no available provider of {model.id} supports {param}"
-                                  + (f" (it is supported by {', '.join(able)}, which is not configured or was excluded)" if able else ""),
+                                  + (f" (it is supported by {', '.join(able)}, which is not configured or was "
+                                     "excluded)" if able else ""),
                                   param=param, metadata={**meta, "parameter": param}, code="unsupported_parameter")
         if step == "limits":
             if isinstance(req, SpeechRequest):
@@ -345,14 +374,6 @@ class Router:
         }.get(step, f"no provider of {model.id} is left")
         return InvalidRequest(f"{field_name}: {what}", param=field_name, metadata=meta, code="no_matching_provider")
 
-    def candidates(self, model: Model, req: TranscriptionRequest | SpeechRequest,
-                   duration: float | None = None) -> tuple[list[Candidate], list[str]]:
-        """Candidates for one model (kept for callers that plan per model)."""
-        sel = self._select(model, req, duration)
-        if sel.error is not None:
-            raise sel.error
-        return sel.cands, self.ignored_params(req, sel.cands[0].endpoint) if sel.cands else []
-
     @staticmethod
     def ignored_params(req: TranscriptionRequest | SpeechRequest, endpoint: Endpoint) -> list[str]:
         """The request's soft parameters that `endpoint` cannot honour (and will drop), for Route.ignored_params;
@@ -363,7 +384,7 @@ class Router:
         return sorted({p for p, cap in soft if not getattr(endpoint.capabilities, cap)})
 
     def plan(self, req: TranscriptionRequest | SpeechRequest, kind: Kind,
-             duration: float | None = None, *, lengths: bool = True) -> tuple[list[Candidate], Route]:
+             duration: float | None = None, *, lengths: bool = True) -> Plan:
         """The candidates that may serve `req`, in the order they are tried (the model's, then its `models`
         fallbacks', local substitutes last, endpoints with an open circuit left out), and a fresh Route to
         record the attempts in. `duration` (seconds of audio) applies the endpoints' audio-length limits (without
@@ -379,7 +400,8 @@ class Router:
         for i, model in enumerate(models):
             if isinstance(req, SpeechRequest) and model.voices:
                 try:
-                    self.voice_for(model, model.endpoints[0] if model.endpoints else LOCAL_TTS, req.voice)
+                    if not req.voice_object:  # a provider's own voice id is not checked against the catalog
+                        self.voice_for(model, model.endpoints[0] if model.endpoints else LOCAL_TTS, req.voice)
                 except InvalidRequest:
                     if i == 0:
                         raise
@@ -414,7 +436,7 @@ class Router:
                                    f"retry in {wait}s", status=503, param="model",
                                    metadata={"model": models[0].id, "skipped": route.skipped}, code="circuit_open",
                                    headers={"Retry-After": str(wait)})
-        return cands, route
+        return Plan(cands, route)
 
 
     # ---- execution ------------------------------------------------------------------------------
@@ -427,7 +449,7 @@ class Router:
     @staticmethod
     def _verdict(e: GatewayError) -> str:
         """'retry' (same endpoint, then the next), 'next' (the next endpoint at once) or 'fatal'."""
-        if isinstance(e, Overloaded) or isinstance(e, PayloadTooLarge):
+        if isinstance(e, (Overloaded, PayloadTooLarge)):
             return "next"
         if isinstance(e, UpstreamError):
             if not e.retryable or e.upstream_status in (401, 402, 403, 404, 413):
@@ -469,7 +491,7 @@ class Router:
         except GatewayError as e:
             # whatever built the message (an upstream's error text, a parser's complaint about its body),
             # the key the adapter sent never reaches the client, the log or the ledger
-            raise cand.adapter.scrubbed(e)
+            raise cand.adapter.scrubbed(e) from None
         except TimeoutError:
             raise UpstreamTimeout(f"{provider}: no answer within {timeout:.1f}s", retryable=True,
                                   metadata={"provider_name": provider}) from None
@@ -501,7 +523,7 @@ class Router:
                 timeout = min(self._attempt_timeout(cand), remaining) if cand.tracked else None
                 t0 = time.perf_counter()
                 try:
-                    out = await self._call(cand, lambda: start(cand), timeout)
+                    out = await self._call(cand, functools.partial(start, cand), timeout)
                 except GatewayError as e:
                     ms = (time.perf_counter() - t0) * 1000
                     verdict = self._verdict(e)
@@ -514,7 +536,7 @@ class Router:
                             self.health.record_failure(cand.key, counts=not isinstance(e, PayloadTooLarge))
                     last = e
                     if verdict == "fatal":
-                        raise self._finish_error(route, e)
+                        raise self._finish_error(route, e) from None
                     if verdict == "next" or n + 1 >= tries:
                         break
                     delay = self._backoff(n, e)
@@ -583,15 +605,39 @@ class Router:
         return err
 
     # ---- transcription --------------------------------------------------------------------------
-    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, progress=None) -> TranscriptionResult:
-        cands, route = self.plan(req, "transcription", duration=audio.duration)
+    async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, progress: Any = None, *,
+                         plan: Plan | None = None, stream: Callable[[str], None] | None = None,
+                         route: Route | None = None) -> TranscriptionResult:
+        """Transcribe on `plan`'s candidates (planned here for this audio's duration when not given).
+        `progress`: the local engine's progress hook. `stream(delta)`: ask the candidates for their text as it
+        comes (adapters with `transcribe_stream`); once a delta has been passed on nothing is retried.
+        `route`: where to record the attempts (a fresh one from the plan by default)."""
+        if plan is None:
+            plan = self.plan(req, "transcription", duration=audio.duration)
+        if route is None:
+            route = plan.new_route()
+        streamed = False
+
+        def on_delta(d: str) -> None:
+            nonlocal streamed
+            if d:
+                streamed = True
+            stream(d)  # type: ignore[misc]
 
         async def start(cand: Candidate) -> Transcript:
             options = dict(req.provider.options.get(cand.endpoint.provider, {}))
+            if stream is not None:
+                try:
+                    return await cand.adapter.transcribe_stream(req, audio, cand.endpoint, options, on_delta)  # type: ignore[attr-defined]
+                except UpstreamError as e:
+                    if streamed:  # text already reached the client: another attempt would repeat it
+                        e.retryable = False
+                    raise
             kwargs = {"progress": progress} if progress is not None and cand.endpoint.provider == "local" else {}
-            return await cand.adapter.transcribe(req, audio, cand.endpoint, options, **kwargs)
+            return await cand.adapter.transcribe(req, audio, cand.endpoint, options, **kwargs)  # type: ignore[attr-defined]
 
-        cand, transcript = await self.run(route, cands, start, units=lambda _t: audio.duration)
+        units = None if stream is not None else (lambda _t: audio.duration)
+        cand, transcript = await self.run(route, plan.cands, start, units=units)
         route.ignored_params = self.ignored_params(req, cand.endpoint)
         usage = Usage(seconds=audio.duration, input_tokens=transcript.input_tokens,
                       output_tokens=transcript.output_tokens)
@@ -616,13 +662,17 @@ class Router:
             return local_voices[0]
         return endpoint.voice_map.get(name, name)
 
-    async def speak(self, req: SpeechRequest) -> SpeechResult:
-        cands, route = self.plan(req, "speech")
+    async def speak(self, req: SpeechRequest, *, plan: Plan | None = None) -> SpeechResult:
+        """Synthesize on `plan`'s candidates (planned here when not given)."""
+        if plan is None:
+            plan = self.plan(req, "speech")
+        cands, route = plan.cands, plan.new_route()
 
         async def start(cand: Candidate) -> tuple[SpeechStream, Any]:
             options = dict(req.provider.options.get(cand.endpoint.provider, {}))
-            voice = self.voice_for(cand.model, cand.endpoint, req.voice)
-            stream = await cand.adapter.synthesize(req, cand.endpoint, voice, options)
+            voice = (req.voice if req.voice_object and req.voice
+                     else self.voice_for(cand.model, cand.endpoint, req.voice))
+            stream = await cand.adapter.synthesize(req, cand.endpoint, voice, options)  # type: ignore[attr-defined]
             try:
                 first = await anext(stream.chunks)
             except StopAsyncIteration:

@@ -2,6 +2,7 @@
 and may be restricted to some API keys (allowed_api_key_hashes) and models (allowed_models)."""
 from __future__ import annotations
 
+import builtins  # ByokStore.list shadows the builtin in its class body
 import logging
 import secrets
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from .cache import TTLCache
 from .crypto import Vault
-from .db import Database
+from .db import Database, rowcount
 from .keys import iso, mask
 from .models import ByokKey, utcnow
 
@@ -80,16 +81,16 @@ class ByokStore:
         values["updated_at"] = utcnow()
         async with self.db.changing("byok") as s:
             res = await s.execute(update(ByokKey).where(ByokKey.id == byok_id).values(**values))
-        if not res.rowcount:
+        if not rowcount(res):
             return None
         return await self.get(byok_id)
 
     async def delete(self, byok_id: str) -> bool:
         async with self.db.changing("byok") as s:
             res = await s.execute(delete(ByokKey).where(ByokKey.id == byok_id))
-        return res.rowcount > 0
+        return rowcount(res) > 0
 
-    async def keys_for(self, key_hash: str | None, models: list[str]) -> dict[str, str]:
+    async def keys_for(self, key_hash: str | None, models: builtins.list[str]) -> dict[str, str]:
         """provider slug -> plaintext key usable by this API key for these models (first in sort order;
         a non-fallback key before a fallback one). Reads the in-process copy (store/cache.py)."""
         self.db.poll_changes()
@@ -104,7 +105,7 @@ class ByokStore:
             out[provider] = plain
         return out
 
-    async def _load(self) -> list[tuple[str, frozenset | None, frozenset | None, str]]:
+    async def _load(self) -> builtins.list[tuple[str, frozenset | None, frozenset | None, str]]:
         async with self.db.sessions() as s:
             rows = list((await s.scalars(select(ByokKey).where(ByokKey.disabled.is_(False))
                                          .order_by(ByokKey.is_fallback, ByokKey.sort_order, ByokKey.created_at))).all())
@@ -112,7 +113,8 @@ class ByokStore:
         for r in rows:
             plain = self.vault.decrypt(r.encrypted_key)
             if plain is None:
-                log.warning("BYOK key %s (%s) cannot be decrypted with the configured secret; skipped", r.id, r.provider)
+                log.warning("BYOK key %s (%s) cannot be decrypted with the configured secret; skipped",
+                            r.id, r.provider)
                 continue
             hashes, models = r.allowed_api_key_hashes, r.allowed_models
             usable.append((r.provider, None if hashes is None else frozenset(hashes),

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 
 class TTLCache:
@@ -31,7 +32,10 @@ class TTLCache:
             # of reads when a popular key expires), and a caller that gives up does not cancel it for the others
             task = asyncio.get_running_loop().create_task(self._load(key, load, self._epoch))
             self._loading[key] = task
-            task.add_done_callback(lambda t, k=key: self._loading.pop(k, None) if self._loading.get(k) is t else None)
+            def forget(t: asyncio.Task, k: Any = key) -> None:
+                if self._loading.get(k) is t:
+                    self._loading.pop(k, None)
+            task.add_done_callback(forget)
         return await asyncio.shield(task)
 
     async def _load(self, key: Hashable, load: Callable[[], Awaitable[Any]], epoch: int) -> Any:

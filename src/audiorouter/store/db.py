@@ -13,19 +13,25 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import (AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker,
-                                    create_async_engine)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 CHANNEL = "audiorouter_store"
 T = TypeVar("T")
+
+def rowcount(res: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched: SQLAlchemy types session.execute()'s answer as Result, but for a DML
+    statement it is a CursorResult, which counts them."""
+    return cast(CursorResult[Any], res).rowcount
+
 log = logging.getLogger("audiorouter.store")
 
 
@@ -147,6 +153,7 @@ class Database:
 
     def _transact(self, fn: Callable[..., T], args: tuple) -> T:  # in the batch thread
         if self._batch_sync is None:
+            assert self._batch_engine is not None  # transact() runs here only with SQLite, which has it
             self._batch_sync = self._batch_engine.connect()
         try:
             with self._batch_sync.begin():
@@ -179,6 +186,8 @@ class Database:
 
     def _stamp_change(self) -> None:
         """Append a byte to the stamp file; our own byte is no news to this process."""
+        if self._stamp is None:
+            return
         with contextlib.suppress(OSError), open(self._stamp, "ab", buffering=0) as f:
             before = f.tell()
             f.write(b".")
@@ -215,7 +224,7 @@ class Database:
         while True:
             try:
                 async with self.engine.connect() as conn:
-                    pg = (await conn.get_raw_connection()).driver_connection
+                    pg: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's, untyped here
                     await pg.add_listener(CHANNEL, heard)
                     try:
                         if gap:
@@ -253,9 +262,11 @@ class Database:
             with contextlib.suppress(Exception):
                 await self._batch_conn.close()
         if self._batch_engine is not None:
+            thread = self._batch_thread
+            assert thread is not None  # made with the batch engine
             if self._batch_sync is not None:
-                self._batch_thread.submit(self._batch_sync.close).result()
-            self._batch_thread.shutdown()
+                thread.submit(self._batch_sync.close).result()
+            thread.shutdown()
             self._batch_engine.dispose()
         await self.engine.dispose()
         if self.write_engine is not self.engine:

@@ -8,21 +8,22 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .cache import TTLCache
-from .db import Database
+from .db import Database, rowcount
 from .models import ApiKey, Generation, Meta, to_nano, to_usd, utcnow
 
 KEY_PREFIX = "sk-ar-v1-"
 MIN_SECRET_CHARS = 32
 MIN_SECRET_GUESSES_LOG10 = 24  # ~80 bits: what zxcvbn estimates for 32 random hex digits is >= 29
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LIMIT_RESETS = ("daily", "weekly", "monthly")
 
 
@@ -76,7 +77,7 @@ def same_hash(a: str, b: str) -> bool:
 
 
 def day_start(now: datetime) -> datetime:
-    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def window_start(reset: str | None, now: datetime | None = None) -> datetime:
@@ -120,7 +121,7 @@ class Principal:
     disabled: bool
 
     @classmethod
-    def of(cls, row: ApiKey) -> "Principal":
+    def of(cls, row: ApiKey) -> Principal:
         return cls(row.hash, row.name, row.label, row.is_management, row.limit_nano, row.limit_reset,
                    row.include_byok_in_limit, row.rate_limit_rpm, row.max_concurrency, row.expires_at, row.disabled)
 
@@ -128,7 +129,7 @@ class Principal:
 def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _nothing() -> None:
@@ -167,7 +168,7 @@ class KeyStore:
         async with self.db.sessions() as s:
             on = await s.scalar(select(Meta.value).where(Meta.key == "auth")) == "on"
             if not on:
-                on = (await s.scalar(select(func.count()).select_from(ApiKey))) > 0
+                on = (await s.scalar(select(func.count()).select_from(ApiKey)) or 0) > 0
         self._auth_on = self._auth_on or on
         self._auth_checked_until = time.monotonic() + self.ttl_s
         return self._auth_on
@@ -242,7 +243,7 @@ class KeyStore:
                 res = await s.execute(update(ApiKey).where(ApiKey.hash == h, ApiKey.disabled.is_(False))
                                       .values(disabled=True, updated_at=utcnow()))
             raise WeakSecret(f"AUDIOROUTER_MANAGEMENT_KEY {why}"
-                             + ("; registered by an earlier start, it is now disabled" if res.rowcount else ""))
+                             + ("; registered by an earlier start, it is now disabled" if rowcount(res) else ""))
         try:
             async with self.db.changing(f"key:{h}") as s:
                 row = await s.get(ApiKey, h)
@@ -269,14 +270,14 @@ class KeyStore:
         values["updated_at"] = utcnow()
         async with self.db.changing(f"key:{key_hash}") as s:
             res = await s.execute(update(ApiKey).where(ApiKey.hash == key_hash).values(**values))
-        if res.rowcount == 0:
+        if rowcount(res) == 0:
             return None
         return await self.get(key_hash)
 
     async def delete(self, key_hash: str) -> bool:
         async with self.db.changing(f"key:{key_hash}") as s:
             res = await s.execute(delete(ApiKey).where(ApiKey.hash == key_hash))
-        return res.rowcount > 0
+        return rowcount(res) > 0
 
     # ---- usage --------------------------------------------------------------------------------------
     async def usage_windows(self, key_hash: str | None) -> dict[str, float]:

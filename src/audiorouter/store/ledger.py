@@ -26,21 +26,21 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import BigInteger, bindparam, case, literal, select, update
+from sqlalchemy import BigInteger, Table, bindparam, case, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from ..core.errors import PaymentRequired
-from .db import Database
+from .db import Database, rowcount
 from .keys import EPOCH, window_start
-from .models import ApiKey, Generation, UTCDateTime, to_usd, utcnow
+from .models import ApiKey, Generation, Job, UTCDateTime, to_usd, utcnow
 from .writer import GroupCommit, Op
 
 log = logging.getLogger("audiorouter.ledger")
-GEN = Generation.__table__
+GEN = cast(Table, Generation.__table__)
 
 
 @dataclass
@@ -150,22 +150,24 @@ def _update_each(conn: Connection, items: list[tuple[str, dict[str, Any]]], *, o
 
 
 def _new_row(g: NewGeneration, *, status: str, estimate: int, now: datetime) -> dict[str, Any]:
-    return dict(id=g.id, key_hash=g.key_hash, api_type=g.api_type, path=g.path[:64], model=g.model[:200],
-                provider=None, endpoint=None, substitute=False, attempts=[], seconds=g.seconds,
-                characters=g.characters, input_tokens=None, output_tokens=None, estimate_nano=estimate,
-                reserved_nano=0, cost_nano=0, upstream_cost_nano=0, settled=status != "incomplete",
-                is_byok=False, streamed=g.streamed, status=status, error_type=None, error_status=None,
-                error_message=None, latency_ms=None, generation_time_ms=None,
-                session_id=(g.session_id or None) and g.session_id[:256], user=(g.user or None) and g.user[:256],
-                user_agent=(g.user_agent or None) and g.user_agent[:512],
-                http_referer=(g.http_referer or None) and g.http_referer[:512], created_at=now, completed_at=None)
+    return {"id": g.id, "key_hash": g.key_hash, "api_type": g.api_type, "path": g.path[:64], "model": g.model[:200],
+                "provider": None, "endpoint": None, "substitute": False, "attempts": [], "seconds": g.seconds,
+                "characters": g.characters, "input_tokens": None, "output_tokens": None, "estimate_nano": estimate,
+                "reserved_nano": 0, "cost_nano": 0, "upstream_cost_nano": 0, "settled": status != "incomplete",
+                "is_byok": False, "streamed": g.streamed, "status": status, "error_type": None, "error_status": None,
+                "error_message": None, "latency_ms": None, "generation_time_ms": None,
+                "session_id": (g.session_id or None) and g.session_id[:256], "user": (g.user or None) and g.user[:256],
+                "user_agent": (g.user_agent or None) and g.user_agent[:512],
+                "http_referer": (g.http_referer or None) and g.http_referer[:512], "created_at": now,
+                "completed_at": None}
 
 
 def _refused(err: Any, now: datetime) -> dict[str, Any]:
     """What makes a new row the record of a request refused before any provider was called."""
-    return dict(status="error", settled=True, reserved_nano=0,
-                error_type=getattr(err, "code", None) or type(err).__name__, error_status=getattr(err, "status", None),
-                error_message=str(getattr(err, "message", err))[:2000], completed_at=now, generation_time_ms=0.0)
+    return {"status": "error", "settled": True, "reserved_nano": 0,
+            "error_type": getattr(err, "code", None) or type(err).__name__,
+            "error_status": getattr(err, "status", None), "error_message": str(getattr(err, "message", err))[:2000],
+            "completed_at": now, "generation_time_ms": 0.0}
 
 
 class Ledger:
@@ -213,13 +215,22 @@ class Ledger:
 
     def settle(self, gen_id: str, key_hash: str | None, reserved_nano: int, st: Settlement) -> None:
         """Queue the charge (applied once: a generation already settled is left as it is)."""
+        self.writes.put_nowait(self.settle_op(gen_id, key_hash, reserved_nano, st))
+
+    def settle_in(self, conn: Connection, gen_id: str, key_hash: str | None, reserved_nano: int,
+                  st: Settlement) -> None:
+        """The charge, written at once inside the caller's transaction (a batch job settles in the same
+        transaction that records its result, so a worker killed in between leaves neither)."""
+        self._write(conn, [self.settle_op(gen_id, key_hash, reserved_nano, st)])
+
+    def settle_op(self, gen_id: str, key_hash: str | None, reserved_nano: int, st: Settlement) -> Op:
         now = utcnow()
-        values: dict[str, Any] = dict(
-            settled=True, reserved_nano=0, cost_nano=st.cost_nano, upstream_cost_nano=st.upstream_cost_nano,
-            is_byok=st.is_byok, provider=st.provider, endpoint=st.endpoint, substitute=st.substitute,
-            attempts=st.attempts, input_tokens=st.input_tokens, output_tokens=st.output_tokens,
-            latency_ms=st.latency_ms, error_type=st.error_type, error_status=st.error_status,
-            error_message=(st.error_message or None) and st.error_message[:2000], status=st.status)
+        values: dict[str, Any] = {
+            "settled": True, "reserved_nano": 0, "cost_nano": st.cost_nano, "upstream_cost_nano": st.upstream_cost_nano,
+            "is_byok": st.is_byok, "provider": st.provider, "endpoint": st.endpoint, "substitute": st.substitute,
+            "attempts": st.attempts, "input_tokens": st.input_tokens, "output_tokens": st.output_tokens,
+            "latency_ms": st.latency_ms, "error_type": st.error_type, "error_status": st.error_status,
+            "error_message": (st.error_message or None) and st.error_message[:2000], "status": st.status}
         if st.model:
             values["model"] = st.model[:200]
         if st.seconds is not None:
@@ -231,11 +242,11 @@ class Ledger:
             values["generation_time_ms"] = st.generation_time_ms
         charge = None if key_hash is None else Charge(key_hash, reserved_nano, st.counted_nano, st.cost_nano,
                                                       st.upstream_cost_nano if st.is_byok else 0, now)
-        self.writes.put_nowait(Op("settle", gen_id, values, charge=charge))
+        return Op("settle", gen_id, values, charge=charge)
 
     def finish(self, gen_id: str, status: str, generation_time_ms: float, error: Any = None) -> None:
         """Queue the final status of a settled, streamed generation."""
-        values: dict[str, Any] = dict(status=status, completed_at=utcnow(), generation_time_ms=generation_time_ms)
+        values: dict[str, Any] = {"status": status, "completed_at": utcnow(), "generation_time_ms": generation_time_ms}
         if error is not None:
             values.update(error_type=getattr(error, "code", None) or type(error).__name__,
                           error_message=str(getattr(error, "message", error))[:2000])
@@ -256,6 +267,7 @@ class Ledger:
             if op.kind == "insert":
                 rows[op.gid] = dict(op.values)
             elif op.kind == "reserve":
+                assert op.key_hash is not None  # only keys with a limit reserve
                 reserves.setdefault(op.key_hash, []).append(op)
             elif op.kind == "settle":
                 if op.gid in rows:
@@ -332,7 +344,10 @@ class Ledger:
         await self.flush()
         async with self.db.sessions() as s:
             stale = (await s.execute(select(Generation.id, Generation.key_hash, Generation.reserved_nano)
-                                     .where(Generation.settled.is_(False), Generation.created_at < cutoff)
+                                     .where(Generation.settled.is_(False), Generation.created_at < cutoff,
+                                            # a batch job's row waits for its worker, however long the queue
+                                            Generation.id.not_in(select(Job.generation_id)
+                                                                 .where(Job.status.in_(("queued", "running")))))
                                      .limit(200))).all()
         n = 0
         for gid, key_hash, reserved in stale:
@@ -351,7 +366,7 @@ class Ledger:
                                   .values(settled=True, reserved_nano=0, error_type=st.error_type,
                                           error_message=st.error_message)
                                   .execution_options(synchronize_session=False))
-            if not res.rowcount:
+            if not rowcount(res):
                 return False
             if key_hash is not None and reserved:
                 await s.execute(update(ApiKey).where(ApiKey.hash == key_hash)

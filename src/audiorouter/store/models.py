@@ -2,7 +2,7 @@
 are exact; times are naive UTC in the database and aware UTC in Python."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
@@ -13,7 +13,7 @@ NANO = 1_000_000_000
 
 
 def to_nano(usd: float) -> int:
-    return int(round(usd * NANO))
+    return round(usd * NANO)
 
 
 def to_usd(nano: int | None) -> float:
@@ -21,7 +21,7 @@ def to_usd(nano: int | None) -> float:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -33,13 +33,13 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -136,3 +136,54 @@ class ByokKey(Base):
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Job(Base):
+    """A batch transcription job (jobs/batch.py). The row is the truth; the queue only wakes a worker. A worker
+    owns a running job while its lease holds; `fence` grows with every claim, so a worker that lost its lease
+    can neither finish nor renew it."""
+    __tablename__ = "ar_jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(330), nullable=True)  # "<key hash or ->:<client key>"
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed | cancelled
+    params: Mapped[dict] = mapped_column(JSON)  # the request without its audio
+    audio_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    audio_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    done_s: Mapped[float] = mapped_column(Float, default=0.0)
+    generation_id: Mapped[str] = mapped_column(String(64))
+    reserved_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+    include_byok: Mapped[bool] = mapped_column(Boolean, default=False)
+    zdr: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fence: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    result_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    usage: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    cost_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)  # Fernet-encrypted when a secret key exists
+    webhook_state: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending | delivered | failed
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    purge_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    purged: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_ar_jobs_key_created", "key_hash", "created_at"),
+        Index("ix_ar_jobs_status_lease", "status", "lease_until"),
+        Index("ix_ar_jobs_idem", "idempotency_key", unique=True),
+        Index("ix_ar_jobs_webhook", "webhook_state", "webhook_next_at"),
+        Index("ix_ar_jobs_purge", "purged", "purge_at"),
+        Index("ix_ar_jobs_generation", "generation_id"),
+    )

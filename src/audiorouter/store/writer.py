@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -35,10 +37,11 @@ def transient(e: BaseException) -> bool:
 class Op:
     """One queued write. `gid` groups the operations of one generation; `outcome` is set by the batch
     writer for a caller that waits (`future`)."""
-    __slots__ = ("kind", "gid", "values", "key_hash", "charge", "future", "outcome")
+    __slots__ = ("charge", "future", "gid", "key_hash", "kind", "outcome", "queued_at", "values")
 
     def __init__(self, kind: str, gid: str, values: dict[str, Any], key_hash: str | None = None, charge: Any = None):
         self.kind, self.gid, self.values, self.key_hash, self.charge = kind, gid, values, key_hash, charge
+        self.queued_at = time.monotonic()  # the writer's lag (/metrics)
         self.future: asyncio.Future | None = None
         self.outcome: Any = None
 
@@ -91,6 +94,11 @@ class GroupCommit:
         async with self._cond:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._cond.wait_for(lambda: self._done >= target), timeout)
+
+    @property
+    def lag_s(self) -> float:
+        """How long the oldest operation not yet in a transaction has waited (0 when none waits): /metrics."""
+        return max(0.0, time.monotonic() - self._ops[0].queued_at) if self._ops else 0.0
 
     @property
     def pending(self) -> int:

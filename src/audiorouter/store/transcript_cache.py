@@ -6,7 +6,10 @@ or in Redis when AUDIOROUTER_REDIS_URL is set, for AUDIOROUTER_CACHE_TTL_S secon
 
 Per request: `Cache-Control: no-cache` skips the lookup but stores the fresh result, `Cache-Control:
 no-store` or a body flag `"cache": false` skips both. Requests with provider.zdr are never stored. A cache
-failure is logged and treated as a miss; it never fails the request."""
+failure is logged and treated as a miss; it never fails the request.
+
+The transcription job (jobs/transcription.py) decides when to look up and store; this module only keeps
+entries."""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from .core.types import Segment, Transcript, TranscriptionRequest, Word
+from ..core.types import Segment, Transcript, TranscriptionRequest, Word
 
 log = logging.getLogger("audiorouter.cache")
 FORMAT_VERSION = 1
@@ -118,15 +121,12 @@ class RedisBackend:
     prefix = "audiorouter:stt:"
 
     def __init__(self, url: str):
-        try:
-            import redis.asyncio as aioredis
-        except ImportError:  # pragma: no cover - redis is a declared dependency
-            raise RuntimeError("AUDIOROUTER_REDIS_URL is set but the redis package is not installed "
-                               "(pip install 'audiorouter[redis]')") from None
+        import redis.asyncio as aioredis  # a dependency of audiorouter (pyproject.toml), not an extra
         self._r = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
     async def get(self, key: str) -> bytes | None:
-        return await self._r.get(self.prefix + key)
+        raw = await self._r.get(self.prefix + key)
+        return raw.encode() if isinstance(raw, str) else raw
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         await self._r.set(self.prefix + key, value, ex=max(1, int(ttl)))
@@ -142,7 +142,7 @@ class TranscriptCache:
         self.kind = "redis" if isinstance(backend, RedisBackend) else "sqlite"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "TranscriptCache | None":
+    def from_settings(cls, settings: Any) -> TranscriptCache | None:
         ttl = getattr(settings, "cache_ttl_s", 0) or 0
         if ttl <= 0:
             return None
