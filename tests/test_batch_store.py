@@ -20,6 +20,13 @@ async def _roundtrip(store, tmp_path):
     out = tmp_path / "out.bin"
     await store.get_file("audio/job-1", out)
     assert out.read_bytes() == src.read_bytes()
+    moved = tmp_path / "spooled.part"  # an upload spooled to disk: moved into the store, gone from where it was
+    moved.write_bytes(src.read_bytes()[::-1])
+    await store.move_file("audio/job-2", moved)
+    assert not moved.exists()
+    await store.get_file("audio/job-2", out)
+    assert out.read_bytes() == src.read_bytes()[::-1]
+    await store.delete("audio/job-2")
     await store.put_bytes("results/job-1.json", b'{"text": "hi"}')
     assert await store.get_bytes("results/job-1.json") == b'{"text": "hi"}'
     await store.delete("results/job-1.json")

@@ -12,7 +12,12 @@ The estimate is reserved at submit like a synchronous request's (402 when it doe
 the actual cost once (jobs/batch.py)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..audio.chunking import probe_duration
+from ..audio.chunking import decode_file_to_spool, probe_duration, probe_file_duration
 from ..core.errors import GatewayError, InvalidRequest, NotFound
 from ..core.types import TRANSCRIPT_FORMATS, TranscriptionRequest
 from ..jobs import webhooks
@@ -82,25 +87,38 @@ def _idempotency(value: Any, header: str | None) -> str | None:
     return value
 
 
-async def _parse(request: Request) -> tuple[TranscriptionRequest, dict[str, Any], str]:
-    limit = int(services(request).settings.jobs_max_upload_bytes)
+async def _parse(request: Request, spool: str) -> tuple[TranscriptionRequest, dict[str, Any], str]:
+    """The body. A multipart upload (of any size up to AUDIOROUTER_JOBS_MAX_UPLOAD_BYTES) is written to the
+    file `spool` as it is parsed, never held in memory; a JSON body's base64 audio is decoded in memory as
+    it arrives (api/json_body.py), within the same limit."""
+    settings = services(request).settings
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith("multipart/form-data"):
         fields: dict[str, Any] = {}
-        req = await transcription_from_form(request, "transcribe", limit, fields)
+        req = await transcription_from_form(request, "transcribe", int(settings.jobs_max_upload_bytes), fields,
+                                            to_file=spool)
         return req, fields, "file"
     if ctype.startswith("application/json"):
-        data = parse_json(await read_body(request, limit, audio=True))
+        data = parse_json(await read_body(request, int(settings.jobs_max_upload_bytes), audio=True))
         extras: dict[str, Any] = {k: data.pop(k) for k in ("webhook", "idempotency_key") if k in data}
         return transcription_from_json(data, "transcribe"), extras, "input_audio.data"
     raise InvalidRequest(f"Content-Type: {ctype!r} is not supported; send application/json or multipart/form-data",
                          param="Content-Type", status=415)
 
 
-async def _duration(req: TranscriptionRequest, field: str) -> float:
+async def _duration(req: TranscriptionRequest, field: str, tmp: str | None) -> float:
     """The audio's length for the estimate: what the container says, else decoded (a 4xx naming `field` when
-    it is not audio)."""
-    seconds = probe_duration(req.audio.data, req.audio.format)
+    it is not audio). An upload on disk is decoded from the file onto a spool, not read into memory."""
+    a = req.audio
+    if a.path and not a.data:
+        seconds = await asyncio.to_thread(probe_file_duration, a.path, a.format)
+        if seconds is not None and seconds > 0:
+            return float(seconds)
+        spool, fmt = await asyncio.to_thread(decode_file_to_spool, a.path, a.format, field=field, directory=tmp)
+        spool.close()
+        a.detected_format = fmt
+        return float(round(spool.duration, 3))
+    seconds = probe_duration(a.data, a.format)
     if seconds is not None and seconds > 0:
         return float(seconds)
     from ..audio.prepare import prepare as prepare_audio
@@ -111,8 +129,19 @@ async def _duration(req: TranscriptionRequest, field: str) -> float:
 @router.post(BASE, status_code=202)
 async def submit(request: Request) -> Response:
     rt = _runtime(request)
+    settings = services(request).settings
+    fd, spool = tempfile.mkstemp(prefix="audiorouter-upload-", suffix=".part", dir=settings.tmp_dir)
+    os.close(fd)
+    try:
+        return await _submit(request, rt, spool)
+    finally:  # moved into the audio store when the job was stored; removed in every other case
+        with contextlib.suppress(OSError):
+            os.unlink(spool)
+
+
+async def _submit(request: Request, rt: Any, spool: str) -> Response:
     svc = services(request)
-    req, extras, field = await _parse(request)
+    req, extras, field = await _parse(request, spool)
     if req.extra.get("stream"):
         raise InvalidRequest("stream: a job's outcome comes by GET or webhook; remove stream", param="stream")
     webhook = _webhook(extras.get("webhook"))
@@ -135,7 +164,7 @@ async def submit(request: Request) -> Response:
         req.audio.data, hint = await fetch_audio(url, svc.settings)
         req.audio.declared_format = req.audio.declared_format or hint
         field = "input_audio.url"
-    seconds = await _duration(req, field)
+    seconds = await _duration(req, field, svc.settings.tmp_dir)
     cands = plan_any_length(svc, req)  # a bad model or parameter is a 4xx now, not a failed job later
     byok = request.state.byok
     include_byok = bool(p and p.include_byok_in_limit)
@@ -158,7 +187,8 @@ async def submit(request: Request) -> Response:
         webhook["secret"] = generated_secret = webhooks.new_secret()
     job_id = new_job_id()
     try:
-        job, created = await rt.submit(job_id=job_id, key_hash=key_hash, req=req, audio_path=None, duration=seconds,
+        on_disk = Path(req.audio.path) if req.audio.path and not req.audio.data else None
+        job, created = await rt.submit(job_id=job_id, key_hash=key_hash, req=req, audio_path=on_disk, duration=seconds,
                                        generation_id=gen_id, reserved_nano=reserved, include_byok=include_byok,
                                        webhook=webhook, idempotency_key=idem)
     except BaseException:

@@ -8,6 +8,7 @@ already received are replayed to it), so files are still spooled to disk and eve
 error. The answer is the same either way: the fields in order, file parts as `FilePart`."""
 from __future__ import annotations
 
+import asyncio
 import codecs
 import re
 from typing import Any
@@ -40,12 +41,45 @@ class FilePart:
             return await self._upload.read()
         return self._data or b""
 
+    async def save(self, path: str, limit: int) -> tuple[int, bytes]:
+        """Write the file to `path` a piece at a time (a big upload is already spooled to disk by Starlette's
+        parser: copied from there, never read whole). Returns its size and its first bytes (for sniffing); stops
+        once the size passes `limit` (the caller's 413)."""
+        if self._upload is None:
+            data = self._data or b""
+            await asyncio.to_thread(_write, path, data)
+            return len(data), data[:HEAD_BYTES]
+        await self._upload.seek(0)
+        return await asyncio.to_thread(_copy, self._upload.file, path, limit)
+
     async def close(self) -> None:
         if self._upload is not None:
             await self._upload.close()
 
     def __repr__(self) -> str:
         return f"FilePart(filename={self.filename!r}, content_type={self.content_type!r})"
+
+
+HEAD_BYTES = 1024 * 1024
+_COPY_STEP = 1024 * 1024
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _copy(src: Any, path: str, limit: int) -> tuple[int, bytes]:
+    size, head = 0, b""
+    with open(path, "wb") as out:
+        while block := src.read(_COPY_STEP):
+            if not head:
+                head = block[:HEAD_BYTES]
+            size += len(block)
+            if size > limit:
+                break
+            out.write(block)
+    return size, head
 
 
 class Form:

@@ -526,8 +526,11 @@ def _both(path: str) -> InvalidRequest:
 
 
 async def transcription_from_form(request: Request, task: str, limit: int,
-                                  fields: dict[str, Any] | None = None) -> TranscriptionRequest:
-    """`fields`, when given, receives the form's other fields (the batch jobs' webhook, idempotency_key)."""
+                                  fields: dict[str, Any] | None = None,
+                                  to_file: str | None = None) -> TranscriptionRequest:
+    """`fields`, when given, receives the form's other fields (the batch jobs' webhook, idempotency_key).
+    `to_file`: a path the uploaded file is written to instead of being read into memory (the batch jobs' upload
+    of any size): the request's audio is then that file (Audio.path, no bytes), which the caller removes."""
     try:
         form = await read_form(request, limit, _too_large, max_files=4, max_fields=64,
                                max_part_size=4 * 1024 * 1024)
@@ -545,10 +548,14 @@ async def transcription_from_form(request: Request, task: str, limit: int,
             raise InvalidRequest("file: required field is missing (upload the audio as 'file')", param="file")
         if not isinstance(up, FilePart):
             raise InvalidRequest("file: expected a file upload, got a text field", param="file")
-        content = await up.read()
-        if len(content) > limit:
-            raise _too_large(limit, len(content))
-        if not content:
+        if to_file is not None:
+            size, content = await up.save(to_file, limit)  # content: the file's head, what sniffing needs
+        else:
+            content = await up.read()
+            size = len(content)
+        if size > limit:
+            raise _too_large(limit, size)
+        if not size:
             raise InvalidRequest("file: the uploaded file is empty (0 bytes)", param="file", code="invalid_audio")
         name = up.filename or ""
         ext = canonical(name.rsplit(".", 1)[-1]) if "." in name else None
@@ -563,7 +570,9 @@ async def transcription_from_form(request: Request, task: str, limit: int,
             else:
                 ctype = canonical(up.content_type) if up.content_type else None
                 declared = ctype if known(ctype) else None
-        return _common(data, model, Audio(content, declared_format=declared, filename=name), task)
+        audio = Audio(b"", declared_format=declared, filename=name, path=to_file) if to_file is not None \
+            else Audio(content, declared_format=declared, filename=name)
+        return _common(data, model, audio, task)
     finally:
         await form.close()
 

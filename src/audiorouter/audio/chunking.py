@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
 
-from .decode import MonoResampler, decode_into
+from .decode import MonoResampler, WavLayout, decode_into
 from .sniff import known, sniff
 
 RATE = 16000
@@ -84,15 +86,28 @@ def probe_duration(data: bytes, declared: str | None = None) -> float | None:
     """The duration the container claims, without decoding (None when it does not say). Only an estimate:
     callers must still cope with audio that turns out longer."""
     from . import decode as dec
-    detected = sniff(data, signatures_only=declared == "pcm")
+    return _probe(data, len(data), lambda: dec.wav_layout(data), data, declared)
+
+
+def probe_file_duration(path: str | os.PathLike, declared: str | None = None) -> float | None:
+    """probe_duration for audio in a file (its head and what the demuxer asks for are read, not the file)."""
+    with open(path, "rb") as f:
+        head, size = _file_head(f)
+        return _probe(head, size, lambda: _file_wav_layout(head, size), f, declared)
+
+
+def _probe(head: bytes, size: int, wav: Callable[[], WavLayout | None], source: bytes | BinaryIO,
+           declared: str | None) -> float | None:
+    from . import decode as dec
+    detected = sniff(head, signatures_only=declared == "pcm")
     if detected is None and declared == "pcm":
-        return len(data) / WAV_BYTES_PER_SECOND
+        return size / WAV_BYTES_PER_SECOND
     if detected == "wav":
-        layout = dec.wav_layout(data)  # PCM WAV: the header says it exactly, no demuxer needed
+        layout = wav()  # PCM WAV: the header says it exactly, no demuxer needed
         if layout is not None:
             return layout.duration
     try:
-        container = dec.open_raw(data, None)
+        container = dec.open_raw(source, None)
     except (av.FFmpegError, ValueError, OSError, EOFError):
         return None
     try:
@@ -132,51 +147,89 @@ class _SpoolWriter(MonoResampler):
             self._pending, self._size = [], 0
 
 
+HEAD_BYTES = 1024 * 1024  # of a file on disk: what sniffing (ID3 tag + 64 KiB of frames) and a RIFF header need
+
+
+def _file_head(f: BinaryIO) -> tuple[bytes, int]:
+    size = os.fstat(f.fileno()).st_size
+    return os.pread(f.fileno(), min(size, HEAD_BYTES), 0), size
+
+
+def _file_wav_layout(head: bytes, size: int) -> WavLayout | None:
+    """wav_layout of a file of which only `head` was read: the frame count from the header and the file size."""
+    from . import decode as dec
+    layout = dec.wav_layout(head)
+    if layout is None:
+        return None
+    declared = int.from_bytes(head[layout.offset - 4:layout.offset], "little")
+    available = size - layout.offset
+    n = available if declared in (0, 0xFFFFFFFF) or declared > available else declared
+    return replace(layout, frames=n // layout.block_align)
+
+
 def decode_to_spool(data: bytes, declared: str | None = None, *, field: str = "input_audio.data",
                     directory: str | None = None) -> tuple[PcmSpool, str]:
     """Decode any supported input to 16 kHz mono int16 in a PcmSpool, packet by packet. Returns the spool
     and the format it was decoded as. Bad input is a 400 naming `field`, as audio/decode.py words it."""
     from . import decode as dec
-    if not data:
+    mv = memoryview(data)
+    return _to_spool(data, len(data), lambda off, n: mv[off:off + n], dec.wav_layout(data), data, declared, field,
+                     directory)
+
+
+def decode_file_to_spool(path: str | os.PathLike, declared: str | None = None, *, field: str = "file",
+                         directory: str | None = None) -> tuple[PcmSpool, str]:
+    """decode_to_spool for audio in a file: read a piece at a time (the demuxer reads the open file), never
+    whole, so memory stays flat however big the file is."""
+    with open(path, "rb") as f:
+        head, size = _file_head(f)
+        fd = f.fileno()
+        return _to_spool(head, size, lambda off, n: os.pread(fd, n, off), _file_wav_layout(head, size), f,
+                         declared, field, directory)
+
+
+def _to_spool(head: bytes, size: int, piece: Callable[[int, int], Any], wav: WavLayout | None,
+              source: bytes | BinaryIO, declared: str | None, field: str,
+              directory: str | None) -> tuple[PcmSpool, str]:
+    from . import decode as dec
+    if not size:
         raise dec.bad_audio(field, "the audio is empty (0 bytes)")
     limit = dec.MAX_SECONDS
-    detected = sniff(data, signatures_only=declared == "pcm")
+    detected = sniff(head, signatures_only=declared == "pcm")
     spool = PcmSpool(directory)
+    step = RATE * 2 * 60
     try:
         if detected is None and declared == "pcm":  # headerless s16le, 16 kHz, mono: already what we keep
-            usable = len(data) - (len(data) % 2)
+            usable = size - (size % 2)
             if usable == 0:
                 raise dec.bad_audio(field, "the audio decodes to no samples (headerless pcm needs at least one "
                                       "16-bit sample)")
             if usable / 2 / RATE > limit:
                 raise dec.too_long(field, usable / 2 / RATE, limit)
-            mv = memoryview(data)
-            step = RATE * 2 * 60
             for i in range(0, usable, step):
-                spool.append(np.frombuffer(mv[i:min(i + step, usable)], dtype="<i2"))
+                spool.append(np.frombuffer(piece(i, min(step, usable - i)), dtype="<i2"))
             return spool, "pcm"
-        layout = dec.wav_layout(data) if detected == "wav" else None
+        layout = wav if detected == "wav" else None
         if layout is not None and layout.tag == 1 and layout.bits == 16 and layout.channels == 1 \
                 and layout.rate == RATE and layout.frames:  # already 16 kHz mono s16: copy, no decoder
             if layout.duration > limit:
                 raise dec.too_long(field, layout.duration, limit)
-            mv = memoryview(data)[layout.offset:layout.offset + layout.frames * 2]
-            step = RATE * 2 * 60
-            for i in range(0, len(mv), step):
-                spool.append(np.frombuffer(mv[i:i + step], dtype="<i2"))
+            total = layout.frames * 2
+            for i in range(0, total, step):
+                spool.append(np.frombuffer(piece(layout.offset + i, min(step, total - i)), dtype="<i2"))
             return spool, "wav"
         if detected is None and declared not in (None, "pcm", "mp3", "aac") and known(declared):
             raise dec.bad_audio(field, f"the bytes are not a {declared} file (no {declared} header) and not any other "
                                   "known audio format; if this is headerless 16 kHz 16-bit mono PCM, declare "
                                   "format pcm")
-        fmt = _decode_into(data, detected, declared, spool, field, limit)
+        fmt = _decode_into(source, detected, declared, spool, field, limit)
         return spool, fmt
     except BaseException:
         spool.close()
         raise
 
 
-def _decode_into(data: bytes, detected: str | None, declared: str | None, spool: PcmSpool, field: str,
+def _decode_into(data: bytes | BinaryIO, detected: str | None, declared: str | None, spool: PcmSpool, field: str,
                  limit: float) -> str:
     return decode_into(data, detected, declared, _SpoolWriter(spool), field, limit).format
 

@@ -10,6 +10,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -97,12 +98,18 @@ def too_long(field: str, seconds: float, limit: float) -> AudioTooLong:
     return AudioTooLong(field, seconds, limit)
 
 
-def open_raw(data: bytes, force: str | None):
-    return av.open(io.BytesIO(data), mode="r", format=force, metadata_errors="ignore",
+def open_raw(data: bytes | BinaryIO, force: str | None):
+    """The bytes, or an open binary file (read from its start: audio on disk is never read whole)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        src: BinaryIO = io.BytesIO(data)
+    else:
+        src = data
+        src.seek(0)
+    return av.open(src, mode="r", format=force, metadata_errors="ignore",
                    container_options={"format_whitelist": ALLOWED_DEMUXERS})
 
 
-def open_container(data: bytes, detected: str | None, what: str, field: str):
+def open_container(data: bytes | BinaryIO, detected: str | None, what: str, field: str):
     """Open the bytes with an allowed demuxer, forcing the sniffed one when probing alone fails."""
     try:
         return open_raw(data, None)
@@ -196,7 +203,7 @@ class DecodeReport:
     errors: int
 
 
-def decode_into(data: bytes, detected: str | None, declared: str | None, out: MonoResampler, field: str,
+def decode_into(data: bytes | BinaryIO, detected: str | None, declared: str | None, out: MonoResampler, field: str,
                 limit: float) -> DecodeReport:
     """Demux and decode packet by packet into `out`, tolerating a few bad packets; every way the input can be
     bad (no audio stream, unknown codec, too long, no samples, corrupt, truncated) is a 400 naming `field`."""

@@ -27,11 +27,13 @@ class RoutingPrefs:
 
 @dataclass
 class Audio:
-    """Input audio as received: the raw bytes plus what the client said and what we detected."""
+    """Input audio as received: the raw bytes plus what the client said and what we detected. `path`: the
+    audio is a file on disk instead (data empty until a use case reads what it needs: jobs/transcription.py)."""
     data: bytes
     declared_format: str | None = None
     detected_format: str | None = None
     filename: str | None = None
+    path: str | None = None
 
     @property
     def format(self) -> str | None:

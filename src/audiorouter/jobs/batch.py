@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -61,9 +62,11 @@ def params_of(req: TranscriptionRequest) -> dict[str, Any]:
     return p
 
 
-def request_from(params: dict[str, Any], data: bytes) -> TranscriptionRequest:
-    req = TranscriptionRequest(model=params["model"], audio=Audio(data, declared_format=params.get("declared_format"),
-                                                                  filename=params.get("filename")))
+def request_from(params: dict[str, Any], data: bytes = b"", path: Path | None = None) -> TranscriptionRequest:
+    """The request again, its audio the bytes or (`path`) the file on disk, read only as the use case needs."""
+    audio = Audio(data, declared_format=params.get("declared_format"), filename=params.get("filename"),
+                  path=str(path) if path is not None else None)
+    req = TranscriptionRequest(model=params["model"], audio=audio)
     for f in PARAM_FIELDS:
         if f in params:
             setattr(req, f, params[f])
@@ -230,15 +233,15 @@ class JobRuntime:
         if scoped and (old := await self.jobs.by_idempotency(scoped)) is not None:
             return old, False
         audio_key = f"audio/{job_id}"
-        if audio_path is not None:
-            await self.blobs.put_file(audio_key, audio_path)
+        size = (await asyncio.to_thread(os.path.getsize, audio_path)) if audio_path else len(req.audio.data)
+        if audio_path is not None:  # an upload spooled to disk (api/batch.py): moved, never read into memory
+            await self.blobs.move_file(audio_key, audio_path)
         else:
             await self.blobs.put_bytes(audio_key, bytes(req.audio.data))
         secret = None
         if webhook and webhook.get("secret"):
             vault = self.store.vault
             secret = vault.encrypt(webhook["secret"]) if vault.ready else "plain:" + webhook["secret"]
-        size = (await asyncio.to_thread(os.path.getsize, audio_path)) if audio_path else len(req.audio.data)
         values = {"id": job_id, "key_hash": key_hash, "idempotency_key": scoped, "params": params_of(req),
                   "audio_key": audio_key, "audio_bytes": size, "duration_s": duration, "generation_id": generation_id,
                   "reserved_nano": reserved_nano, "include_byok": include_byok, "zdr": bool(req.provider.zdr),
@@ -338,19 +341,23 @@ class JobRuntime:
     async def _transcribe(self, job: Job) -> tuple[Any, dict[str, str]]:
         from .transcription import transcribe  # the one transcription use case
         suffix = "." + (job.params.get("declared_format") or "bin")
-        with tempfile.TemporaryDirectory(prefix="audiorouter-job-", dir=self.settings.tmp_dir) as d:
+        # the audio is fetched to a file (S3: download_file, in parts) and transcribed from it: long audio is
+        # decoded from the file, never read whole into memory (jobs/transcription.py); the file goes afterwards
+        d = await asyncio.to_thread(tempfile.mkdtemp, prefix="audiorouter-job-", dir=self.settings.tmp_dir)
+        try:
             path = Path(d) / f"audio{suffix}"
             await self.blobs.get_file(job.audio_key, path)
-            data = await asyncio.to_thread(path.read_bytes)
-        req = request_from(job.params, data)
-        models = [req.model] + [m for m in req.models or [] if m != req.model]
-        byok = await self.store.byok.keys_for(job.key_hash, models)
-        BYOK_KEYS.set(byok)  # this task's provider calls use the caller's own keys (providers/base.py)
-        req.extra["byok"] = byok
+            req = request_from(job.params, path=path)
+            models = [req.model] + [m for m in req.models or [] if m != req.model]
+            byok = await self.store.byok.keys_for(job.key_hash, models)
+            BYOK_KEYS.set(byok)  # this task's provider calls use the caller's own keys (providers/base.py)
+            req.extra["byok"] = byok
 
-        def progress(t: float) -> None:
-            self.progress[job.id] = float(t)
-        result, _headers = await transcribe(self.router, req, self.settings, field="file", progress=progress)
+            def progress(t: float) -> None:
+                self.progress[job.id] = float(t)
+            result, _headers = await transcribe(self.router, req, self.settings, field="file", progress=progress)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, d, True)
         return result, byok
 
     def _settlement(self, job: Job, result: Any, byok: dict[str, str], ms: float) -> tuple[Settlement, float]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -33,9 +34,11 @@ from ..audio.chunking import (
     WAV_BYTES_PER_SECOND,
     Chunk,
     PcmSpool,
+    decode_file_to_spool,
     decode_to_spool,
     plan_chunks,
     probe_duration,
+    probe_file_duration,
     s16_to_float,
 )
 from ..audio.decode import MAX_SECONDS, AudioTooLong, wav_layout
@@ -50,8 +53,8 @@ from ..routing.router import Candidate, Plan, Route, Router, TranscriptionResult
 from ..store.transcript_cache import OFF, REFRESH, USE, TranscriptCache, audio_digest, cache_key, get_cache, policy
 
 __all__ = ["OFF", "REFRESH", "USE", "ChunkPlan", "TranscriptCache", "TranscriptionJob", "TranscriptionResult",
-           "audio_from_path", "cache_policy", "chunk_audio", "chunk_plan", "chunking_possible", "get_cache",
-           "stitch", "transcribe"]
+           "audio_from_path", "audio_on_disk", "cache_policy", "chunk_audio", "chunk_plan", "chunking_possible",
+           "get_cache", "stitch", "transcribe"]
 
 log = logging.getLogger("audiorouter.jobs.transcription")
 
@@ -282,6 +285,24 @@ def audio_from_path(path: str | os.PathLike) -> Audio:
     return Audio(p.read_bytes(), declared_format=canonical(p.suffix), filename=p.name)
 
 
+def audio_on_disk(path: str | os.PathLike, declared_format: str | None = None,
+                  filename: str | None = None) -> Audio:
+    """A file on disk as request audio WITHOUT reading it: TranscriptionJob decodes long audio from the file
+    (never whole in memory) and reads the bytes only of audio short enough for one router call. The file
+    must stay until the job has run; the caller deletes it."""
+    p = Path(path)
+    return Audio(b"", declared_format=declared_format or canonical(p.suffix), filename=filename or p.name,
+                 path=str(p))
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()
+
+
 # ---- the job ---------------------------------------------------------------------------------------------
 class TranscriptionJob:
     def __init__(self, router: Router, req: TranscriptionRequest, field: str, settings: Any, *,
@@ -320,7 +341,9 @@ class TranscriptionJob:
             if self.cache_mode == OFF:
                 self.headers["X-Cache"] = "BYPASS"
             else:
-                self.digest = await asyncio.to_thread(audio_digest, self.req.audio.data)
+                a = self.req.audio
+                self.digest = await asyncio.to_thread(_file_digest, a.path) if a.path and not a.data \
+                    else await asyncio.to_thread(audio_digest, a.data)  # (the same sha256: store/transcript_cache)
                 if self.cache_mode == USE:
                     self.hit = await self._lookup()
                 self.headers["X-Cache"] = "HIT" if self.hit else ("MISS" if self.cache_mode == USE else "BYPASS")
@@ -343,8 +366,13 @@ class TranscriptionJob:
     async def _decode(self) -> None:
         audio, limit = self.req.audio, self.plan.limit_s
         tmp = getattr(self.settings, "tmp_dir", None)
+        # Audio on disk (audio_on_disk) is read into memory only when it goes to one router call as it is; long
+        # audio is decoded from the file onto the spool, never read whole.
+        on_disk = audio.path if audio.path and not audio.data else None
         if math.isinf(limit):
             est: float | None = 0.0
+        elif on_disk:
+            est = await asyncio.to_thread(probe_file_duration, on_disk, audio.declared_format)
         elif audio.data[:4] == b"RIFF" and (layout := wav_layout(audio.data)) is not None:
             est = layout.duration  # read from the header: not worth a thread hop
         else:
@@ -353,21 +381,31 @@ class TranscriptionJob:
             # The header's estimate is only a hint: the in-memory decode stops the moment it passes the chunk
             # limit (float32 held: at most `limit` seconds), and audio that turns out longer than its header
             # said is decoded again onto the spool below, like any long file.
+            if on_disk:
+                audio.data = await asyncio.to_thread(Path(on_disk).read_bytes)
             bound = None if math.isinf(limit) else limit
             try:
                 prepared, headers = await prepare_audio(audio, self.field, max_seconds=bound)
             except AudioTooLong:
                 if bound is None or bound >= MAX_SECONDS:
                     raise  # this bound was the server's own limit
+                if on_disk:
+                    audio.data = b""  # the header lied: the file is decoded below, not these bytes
             else:
                 self.headers.update(headers)
                 self.prepared, self.duration = prepared, prepared.duration
                 return
-        spool, fmt = await asyncio.to_thread(decode_to_spool, audio.data, audio.declared_format,
-                                             field=self.field, directory=tmp)
+        if on_disk:
+            spool, fmt = await asyncio.to_thread(decode_file_to_spool, on_disk, audio.declared_format,
+                                                 field=self.field, directory=tmp)
+        else:
+            spool, fmt = await asyncio.to_thread(decode_to_spool, audio.data, audio.declared_format,
+                                                 field=self.field, directory=tmp)
         audio.detected_format = fmt
         self.headers.update(format_headers(audio.declared_format, fmt))
         if spool.duration <= limit:
+            if on_disk:  # short after all (its header said more, or nothing): one router call takes the bytes
+                audio.data = await asyncio.to_thread(Path(on_disk).read_bytes)
             samples = await asyncio.to_thread(spool.read_float, 0, spool.n_samples)
             self.prepared = PreparedAudio(audio.data, fmt, samples, round(spool.duration, 3))
             self.duration = spool.duration

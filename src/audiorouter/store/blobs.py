@@ -5,6 +5,7 @@ The clients are blocking (boto3), so every call runs in a thread."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,15 @@ class BlobStore:
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._put_bytes, key, data)
+
+    async def move_file(self, key: str, path: str | os.PathLike) -> None:
+        """Store the file under `key` and remove it from where it was (a local store renames it when it can;
+        S3 uploads it from disk, in parts when big): never read whole into memory."""
+        await asyncio.to_thread(self._move_file, key, Path(path))
+
+    def _move_file(self, key: str, path: Path) -> None:
+        self._put_file(key, path)
+        path.unlink(missing_ok=True)
 
     async def get_file(self, key: str, path: str | os.PathLike) -> None:
         await asyncio.to_thread(self._get_file, key, Path(path))
@@ -71,6 +81,16 @@ class LocalBlobs(BlobStore):
         tmp = dest.with_name(dest.name + ".part")
         shutil.copyfile(path, tmp)
         os.replace(tmp, dest)  # readers never see half a file
+
+    def _move_file(self, key: str, path: Path) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, dest)  # same file system: a rename, atomic
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            super()._move_file(key, path)  # another file system: copied (streamed) into place, then removed
 
     def _put_bytes(self, key: str, data: bytes) -> None:
         dest = self._path(key)

@@ -1,13 +1,14 @@
-// The app shell: one view per hash (#transcribe, #speech, #models, #activity, #keys), the API key form.
+// The app shell: one view per hash (#transcribe, #speech, #chat, #models, #activity, #keys), the API key form.
 import { api, clearError, getKey, setKey, showError } from "./api.js";
 import { $ } from "./util.js";
 import * as transcribe from "./transcribe.js";
 import * as speech from "./speech.js";
+import * as chat from "./chat.js";
 import * as models from "./models.js";
 import * as activity from "./activity.js";
 import * as keys from "./keys.js";
 
-const views = { transcribe, speech, models, activity, keys };
+const views = { transcribe, speech, chat, models, activity, keys };
 const started = new Set();
 
 async function show() {

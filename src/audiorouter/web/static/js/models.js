@@ -39,15 +39,20 @@ export async function refresh() {
   render();
 }
 
-const kindOf = (m) => m.architecture.output_modalities[0];
+// transcription and speech models say so in output_modalities; chat models list text (and audio) there
+const kindOf = (m) => {
+  const out = m.architecture.output_modalities;
+  return out.includes("transcription") ? "transcription" : out.includes("speech") ? "speech" : "chat";
+};
+const kindText = (m) => kindOf(m) === "chat" ? `chat (${m.architecture.modality.replace("->", " → ")})` : kindOf(m);
 
 function render() {
   const q = $("models-filter").value.trim().toLowerCase();
-  const rows = models.filter((m) => !q || `${m.id} ${m.name} ${kindOf(m)} ${m.top_provider.provider}`.toLowerCase().includes(q));
+  const rows = models.filter((m) => !q || `${m.id} ${m.name} ${kindText(m)} ${m.top_provider.provider}`.toLowerCase().includes(q));
   $("models-table").tBodies[0].replaceChildren(...rows.map((m) => el("tr", {},
     el("th", { scope: "row" }, el("button", { type: "button", dataset: { id: m.id }, "aria-label": `Details and quickstart for ${m.id}` }, m.id),
        el("div", { class: "muted" }, m.name)),
-    el("td", {}, kindOf(m)),
+    el("td", {}, kindText(m)),
     el("td", {}, priceText(m.pricing)),
     el("td", {}, limitsText(m.limits)),
     el("td", {}, m.supported_voices ? `${m.supported_voices.length}: ${m.supported_voices.slice(0, 6).join(", ")}${m.supported_voices.length > 6 ? "…" : ""}` : "—"),
@@ -69,7 +74,9 @@ async function open(id) {
     el("td", {}, e.latency_ewma_ms != null ? `${num(e.latency_ewma_ms)} ms` : "not measured yet"),
     el("td", {}, e.uptime_last_30m != null ? `${num(e.uptime_last_30m * 100, 1)} %` : "—"))));
   let voice = null;
-  if (kindOf(m) === "speech") {
+  if (kindOf(m) === "chat") {
+    voice = m.architecture.output_modalities.includes("audio") ? (m.supported_voices || ["alloy"])[0] : null;
+  } else if (kindOf(m) === "speech") {
     const voices = (await getJSON(`/v1/audio/voices?model=${encodeURIComponent(id)}`)).data;
     voice = (voices.find((v) => v.default) || voices[0] || {}).id || null;
   }

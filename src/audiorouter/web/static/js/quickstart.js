@@ -1,6 +1,7 @@
 // Quickstart code for one model, filled with this server's base URL. The key comes from the environment
 // (AUDIOROUTER_API_KEY), never from the page. Transcription snippets read ./audio.wav; speech ones write
-// ./speech.mp3.
+// ./speech.mp3; chat ones ask a question and (for a model that speaks, given its voice) write ./answer.wav
+// (curl: ./answer.json).
 export const LANGUAGES = [
   { id: "python", label: "Python (openai)" },
   { id: "typescript", label: "TypeScript (openai)" },
@@ -15,6 +16,7 @@ const SAY = "Hello from audiorouter.";
 
 export function quickstart(lang, kind, base, model, voice) {
   const v1 = `${base}/v1`;
+  if (kind === "chat") return chatQuickstart(lang, base, model, voice);
   const stt = kind === "transcription";
   if (lang === "python") {
     return stt ? `# pip install openai
@@ -90,5 +92,76 @@ with OpenRouter(api_key=os.environ.get("AUDIOROUTER_API_KEY", "none"), server_ur
         for chunk in response.iter_bytes():
             out.write(chunk)
     response.close()
+`;
+}
+
+const ASK = "What is the capital of France? Answer in one sentence.";
+
+function chatQuickstart(lang, base, model, voice) {
+  const v1 = `${base}/v1`;
+  const messages = [{ role: "user", content: ASK }];
+  if (lang === "python") {
+    return voice ? `# pip install openai
+import base64, os
+from openai import OpenAI
+
+client = OpenAI(base_url=${q(v1)}, api_key=os.environ.get("AUDIOROUTER_API_KEY", "none"))
+completion = client.chat.completions.create(
+    model=${q(model)}, modalities=["text", "audio"], audio={"voice": ${q(voice)}, "format": "wav"},
+    messages=[{"role": "user", "content": ${q(ASK)}}])
+answer = completion.choices[0].message.audio
+with open("answer.wav", "wb") as f:
+    f.write(base64.b64decode(answer.data))
+print(answer.transcript)
+` : `# pip install openai
+import os
+from openai import OpenAI
+
+client = OpenAI(base_url=${q(v1)}, api_key=os.environ.get("AUDIOROUTER_API_KEY", "none"))
+completion = client.chat.completions.create(model=${q(model)}, messages=[{"role": "user", "content": ${q(ASK)}}])
+print(completion.choices[0].message.content)
+`;
+  }
+  if (lang === "typescript") {
+    return voice ? `// npm install openai
+import fs from "node:fs";
+import OpenAI from "openai";
+
+const client = new OpenAI({ baseURL: ${q(v1)}, apiKey: process.env.AUDIOROUTER_API_KEY ?? "none" });
+const completion = await client.chat.completions.create({
+  model: ${q(model)}, modalities: ["text", "audio"], audio: { voice: ${q(voice)}, format: "wav" },
+  messages: [{ role: "user", content: ${q(ASK)} }],
+});
+const answer = completion.choices[0].message.audio;
+fs.writeFileSync("answer.wav", Buffer.from(answer.data, "base64"));
+console.log(answer.transcript);
+` : `// npm install openai
+import OpenAI from "openai";
+
+const client = new OpenAI({ baseURL: ${q(v1)}, apiKey: process.env.AUDIOROUTER_API_KEY ?? "none" });
+const completion = await client.chat.completions.create({
+  model: ${q(model)}, messages: [{ role: "user", content: ${q(ASK)} }],
+});
+console.log(completion.choices[0].message.content);
+`;
+  }
+  if (lang === "curl") {
+    const body = voice ? { model, modalities: ["text", "audio"], audio: { voice, format: "wav" }, messages }
+                       : { model, messages };
+    return `# the answer: .choices[0].message${voice ? ".audio (.transcript, and .data: the base64 wav)" : ".content"}
+curl -sS ${shq(`${v1}/chat/completions`)} \\
+  -H "Authorization: Bearer $AUDIOROUTER_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d ${shq(JSON.stringify(body))} \\
+  -o answer.json
+`;
+  }
+  return `# pip install openrouter
+import os
+from openrouter import OpenRouter
+
+with OpenRouter(api_key=os.environ.get("AUDIOROUTER_API_KEY", "none"), server_url=${q(`${base}/api/v1`)}) as client:
+    result = client.chat.send(model=${q(model)}, messages=[{"role": "user", "content": ${q(ASK)}}])
+    print(result.choices[0].message.content)
 `;
 }

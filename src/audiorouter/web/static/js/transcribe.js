@@ -1,13 +1,13 @@
 // Transcribe: a file (picker or drag and drop) or a microphone recording, sent as multipart to
 // /api/v1/audio/transcriptions (or /translations); with "stream", the SSE deltas are shown as they arrive.
 import { ApiError, getJSON, messageOf, showError, clearError, upload } from "./api.js";
-import { $, busy, clock, el, fillModels, priceText, saveBlob, setMeta, usd } from "./util.js";
+import { $, busy, clock, el, fillModels, priceText, saveBlob, setMeta, sseEvents, usd } from "./util.js";
+import { recordButton } from "./recorder.js";
 import { generationMeta } from "./activity.js";
 
 let models = [];
 let audio = null; // {blob, name}
 let last = null; // {text, ext, type}
-let recorder = null;
 
 export async function init() {
   $("stt-model").addEventListener("change", showPrice);
@@ -24,7 +24,7 @@ export async function init() {
   drop.addEventListener("keydown", (e) => {
     if (e.target === drop && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); $("stt-file").click(); }
   });
-  $("stt-record").addEventListener("click", toggleRecording);
+  recordButton($("stt-record"), $("stt-rec-time"), (blob, name) => choose(blob, name));
   $("stt-form").addEventListener("submit", (e) => { e.preventDefault(); busy($("stt-submit"), run); });
   $("stt-download").addEventListener("click", () => last && saveBlob(new Blob([last.text], { type: last.type }),
     `${(audio?.name || "transcript").replace(/\.[^.]+$/, "")}.${last.ext}`));
@@ -56,54 +56,6 @@ function choose(blob, name) {
   const a = $("stt-audio");
   if (a.src) URL.revokeObjectURL(a.src);
   a.src = URL.createObjectURL(blob);
-}
-
-async function toggleRecording() {
-  const btn = $("stt-record");
-  if (recorder) { recorder.stop(); return; }
-  if (!navigator.mediaDevices?.getUserMedia || !window.MediaRecorder) {
-    showError(new Error("recording needs a browser with MediaRecorder, on https or localhost"));
-    return;
-  }
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-  } catch (e) {
-    showError(new Error(`the microphone is not available: ${e.message}`));
-    return;
-  }
-  const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"].find((t) => MediaRecorder.isTypeSupported(t));
-  const rec = new MediaRecorder(stream, type ? { mimeType: type } : {});
-  const parts = [];
-  const t0 = Date.now();
-  const tick = setInterval(() => { $("stt-rec-time").textContent = `recording ${clock((Date.now() - t0) / 1000)}`; }, 250);
-  rec.ondataavailable = (e) => e.data.size && parts.push(e.data);
-  rec.onstop = () => {
-    clearInterval(tick);
-    stream.getTracks().forEach((t) => t.stop());
-    const mime = rec.mimeType || "audio/webm";
-    const ext = mime.includes("ogg") ? "ogg" : mime.includes("mp4") ? "m4a" : "webm";
-    choose(new Blob(parts, { type: mime.split(";")[0] }), `recording.${ext}`);
-    $("stt-rec-time").textContent = `recorded ${clock((Date.now() - t0) / 1000)}`;
-    btn.textContent = "Record from microphone";
-    btn.setAttribute("aria-pressed", "false");
-    recorder = null;
-  };
-  recorder = rec;
-  rec.start(250);
-  btn.textContent = "Stop recording";
-  btn.setAttribute("aria-pressed", "true");
-}
-
-/** Complete `data:` events in an SSE text so far. */
-function sseEvents(text) {
-  const out = [];
-  for (const block of text.split("\n\n").slice(0, -1)) {
-    const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-    if (!data) continue;
-    try { out.push(JSON.parse(data)); } catch { /* partial or foreign */ }
-  }
-  return out;
 }
 
 async function run() {

@@ -75,3 +75,14 @@ export async function busy(button, fn) {
   button.disabled = true;
   try { return await fn(); } catch (e) { showError(e); } finally { button.disabled = false; }
 }
+
+/** Complete `data:` events in an SSE text so far. */
+export function sseEvents(text) {
+  const out = [];
+  for (const block of text.split("\n\n").slice(0, -1)) {
+    const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+    if (!data) continue;
+    try { out.push(JSON.parse(data)); } catch { /* partial or foreign */ }
+  }
+  return out;
+}
