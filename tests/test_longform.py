@@ -1,4 +1,4 @@
-"""Long audio: server-side chunking at silences and stitching (routing/longform.py, audio/chunking.py).
+"""Long audio: server-side chunking at silences and stitching (jobs/transcription.py, audio/chunking.py).
 
 A file of >= 4 minutes is built from dev clips with exact references and sent to servers whose chunk limit
 is deliberately small, so it is cut into many chunks. Checked: accuracy (pooled WER within 1 point of the
