@@ -10,8 +10,6 @@ capped in size (AUDIOROUTER_URL_FETCH_MAX_BYTES, default the request body limit)
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -19,7 +17,15 @@ import httpx
 
 from ..audio.sniff import canonical, known
 from ..core.errors import InvalidRequest, PayloadTooLarge
-from ..core.netguard import IPAddress, blocked_reason, embedded_ipv4, refusal  # noqa: F401 (re-exported)
+from ..core.netguard import (  # noqa: F401 (re-exported)
+    BadURL,
+    IPAddress,
+    blocked_reason,
+    embedded_ipv4,
+    refusal,
+    resolve_host,
+    split_http_url,
+)
 
 FIELD = "input_audio.url"
 
@@ -38,43 +44,17 @@ def check_address(ip: IPAddress, host: str, settings: Any) -> None:
 
 
 def _parse(url: str) -> tuple[str, str, int]:
-    if len(url) > 8192:
-        raise _refuse("the URL is longer than 8192 characters")
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as e:
-        raise _refuse(f"not a valid URL ({e})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise _refuse(f"only http and https URLs are fetched, not {scheme or 'a URL without a scheme'!r}",
-                      code="unsupported_url_scheme")
-    if not parts.hostname:
-        raise _refuse("the URL has no host")
-    if parts.username or parts.password:
-        raise _refuse("URLs with user:password@ are not fetched; use a pre-signed URL instead")
-    return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
+        return split_http_url(url, 8192, "use a pre-signed URL instead")
+    except BadURL as e:
+        raise _refuse(str(e), code=e.code) from None
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
     try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise _refuse(f"could not resolve host {host!r} ({e})", code="url_fetch_failed") from None
-    addrs: list[IPAddress] = []
-    for family, _, _, _, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-            if ip not in addrs:
-                addrs.append(ip)
-    if not addrs:
-        raise _refuse(f"host {host!r} has no address", code="url_fetch_failed")
-    return addrs
+        return await resolve_host(host, port)
+    except BadURL as e:
+        raise _refuse(str(e), code=e.code) from None
 
 
 def _pinned_url(url: str, ip: IPAddress) -> str:

@@ -4,9 +4,12 @@ AUDIOROUTER_URL_FETCH_ALLOW_HOSTS). The callers resolve a name once, check every
 the address they checked."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -79,3 +82,52 @@ def refusal(ip: IPAddress, settings: Any) -> str | None:
     if any(ip in net for net in allowed_networks(settings.url_fetch_allow_hosts or "")):
         return None
     return why
+
+
+class BadURL(ValueError):
+    """A URL the gateway will not call (message says why; `code` for the dialect's error envelope)."""
+
+    def __init__(self, message: str, code: str = "invalid_url"):
+        super().__init__(message)
+        self.code = code
+
+
+def split_http_url(url: str, max_len: int, credentials_hint: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL with a host and no user:password@, or BadURL."""
+    if len(url) > max_len:
+        raise BadURL(f"the URL is longer than {max_len} characters")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise BadURL(f"not a valid URL ({e})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise BadURL(f"only http and https URLs are called, not {scheme or 'a URL without a scheme'!r}",
+                     code="unsupported_url_scheme")
+    if not parts.hostname:
+        raise BadURL("the URL has no host")
+    if parts.username or parts.password:
+        raise BadURL(f"URLs with user:password@ are not called; {credentials_hint}")
+    return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
+
+
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` has (an IP literal is its own), in order, without duplicates; BadURL when none."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise BadURL(f"could not resolve host {host!r} ({e})", code="url_fetch_failed") from None
+    addrs: list[IPAddress] = []
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            if ip not in addrs:
+                addrs.append(ip)
+    if not addrs:
+        raise BadURL(f"host {host!r} has no address", code="url_fetch_failed")
+    return addrs

@@ -6,19 +6,16 @@ and refuses timestamps older than a few minutes (replays). `Webhook-Id` is the s
 event (deduplicate on it: delivery is at least once)."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..core.netguard import refusal
+from ..core.netguard import BadURL, refusal, resolve_host, split_http_url
 
 # seconds after each failed delivery; the last step repeats until AUDIOROUTER_WEBHOOK_RETRY_WINDOW_S
 BACKOFF_S = (10, 30, 60, 300, 900, 1800, 3600)
@@ -62,42 +59,19 @@ def check_url(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an acceptable webhook URL, or WebhookURLError."""
     if not isinstance(url, str) or not url.strip():
         raise WebhookURLError("must be an http or https URL")
-    if len(url) > 2048:
-        raise WebhookURLError("is longer than 2048 characters")
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as e:
-        raise WebhookURLError(f"is not a valid URL ({e})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise WebhookURLError(f"only http and https URLs are called, not {scheme or 'a URL without a scheme'!r}")
-    if not parts.hostname:
-        raise WebhookURLError("has no host")
-    if parts.username or parts.password:
-        raise WebhookURLError("must not carry user:password@; sign with webhook.secret instead")
-    return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
+        return split_http_url(url, 2048, "sign with webhook.secret instead")
+    except BadURL as e:
+        raise WebhookURLError(str(e)) from None
 
 
 async def resolve_checked(url: str, settings: Any) -> tuple[str, str, list[Any]]:
     """Resolve the URL's host; every address must be allowed (the same rules as input_audio.url)."""
     scheme, host, port = check_url(url)
     try:
-        addrs = [ipaddress.ip_address(host)]
-    except ValueError:
-        addrs = []
-    if not addrs:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as e:
-            raise WebhookURLError(f"could not resolve host {host!r} ({e})") from None
-        for family, _, _, _, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-                if ip not in addrs:
-                    addrs.append(ip)
-        if not addrs:
-            raise WebhookURLError(f"host {host!r} has no address")
+        addrs = await resolve_host(host, port)
+    except BadURL as e:
+        raise WebhookURLError(str(e)) from None
     for ip in addrs:
         why = refusal(ip, settings)
         if why is not None:
