@@ -17,6 +17,7 @@ Prices: `per_million_input_tokens` / `per_million_output_tokens` are text tokens
 usage.prompt_tokens and completion_tokens include the audio tokens (OpenAI's accounting)."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..core.chat import ChatRequest, ChatUsage
 from ..core.errors import GatewayError, InvalidRequest
 from .catalog import Endpoint, Model, Pricing
 from .pricing import STT_INPUT_TOKENS_PER_SECOND, STT_OUTPUT_TOKENS_PER_SECOND, TTS_OUTPUT_TOKENS_PER_SECOND
-from .router import Candidate, Route, Router
+from .router import Candidate, Route, Router, max_price_check, preference_steps
 
 # Estimates only (settlement uses the provider's counts), the rates of routing/pricing.py (sourced there): audio
 # tokens in per second of the question, audio tokens out per second of the answer, text tokens a second of speech.
@@ -131,31 +132,11 @@ class ChatPlanner:
                                      f"{'input' if cap == 'audio_input' else 'output'}_modalities=audio)",
                                      param=param, metadata={"model": model.id, "parameter": param},
                                      code="unsupported_parameter")
-        only = {p.lower() for p in prefs.only or []}
-        ignore = {p.lower() for p in prefs.ignore or []}
         mp = prefs.max_price or {}
-
-        def within_price(e: Endpoint) -> bool:
-            prices = unit_prices(e)
-            for k, limit in mp.items():
-                if k == "total":
-                    if estimate_chat_cost(e, req, audio_seconds) > limit + 1e-12:
-                        return False
-                elif prices.get(k, 0.0) > limit + 1e-15:
-                    return False
-            return True
-
-        steps: list[tuple[str, Any]] = [("configured", self.usable)]
-        if only:
-            steps.append(("provider.only", lambda e: e.provider.lower() in only))
-        if ignore:
-            steps.append(("provider.ignore", lambda e: e.provider.lower() not in ignore))
-        if prefs.data_collection == "deny":
-            steps.append(("provider.data_collection", lambda e: e.data_collection == "deny"))
-        if prefs.zdr:
-            steps.append(("provider.zdr", lambda e: e.zdr or e.provider == "local"))
+        within_price = max_price_check(mp, lambda e: estimate_chat_cost(e, req, audio_seconds))
+        steps = preference_steps(self.usable, prefs)
         for _param, cap, _why in hard:
-            steps.append(("capability", lambda e, cap=cap: bool(getattr(e.capabilities, cap))))
+            steps.append(("capability", functools.partial(_capable, cap)))
         if mp:
             steps.append(("provider.max_price", within_price))
         eps = all_eps
@@ -254,3 +235,7 @@ class ChatPlanner:
             route.skipped.append({"provider": c.endpoint.provider, "endpoint": c.key, "reason": "circuit_open"})
         cands = [c for c in cands if c not in open_] or cands
         return cands, route
+
+
+def _capable(cap: str, e: Endpoint) -> bool:
+    return bool(getattr(e.capabilities, cap))

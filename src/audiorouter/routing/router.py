@@ -216,6 +216,41 @@ def unit_prices(e: Endpoint) -> dict[str, float]:
             "completion": (p.per_million_output_tokens or 0.0) / 1e6, "request": p.per_request}
 
 
+
+Step = tuple[str, Callable[[Endpoint], bool]]
+
+
+def preference_steps(usable: Callable[[Endpoint], bool], prefs: Any) -> list[Step]:
+    """The endpoint filters every kind of request shares, in the order their failures are reported: configured,
+    provider.only / ignore / data_collection / zdr (OpenRouter's provider preferences)."""
+    only = {p.lower() for p in prefs.only or []}
+    ignore = {p.lower() for p in prefs.ignore or []}
+    steps: list[Step] = [("configured", usable)]
+    if only:
+        steps.append(("provider.only", lambda e: e.provider.lower() in only))
+    if ignore:
+        steps.append(("provider.ignore", lambda e: e.provider.lower() not in ignore))
+    if prefs.data_collection == "deny":
+        steps.append(("provider.data_collection", lambda e: e.data_collection == "deny"))
+    if prefs.zdr:
+        steps.append(("provider.zdr", lambda e: e.zdr or e.provider == "local"))
+    return steps
+
+
+def max_price_check(max_price: dict[str, float], total: Callable[[Endpoint], float]) -> Callable[[Endpoint], bool]:
+    """provider.max_price: every listed unit price within its limit; "total" is the request's estimated cost."""
+    def within(e: Endpoint) -> bool:
+        prices = unit_prices(e)
+        for k, limit in max_price.items():
+            if k == "total":
+                if total(e) > limit + 1e-12:
+                    return False
+            elif prices.get(k, 0.0) > limit + 1e-15:
+                return False
+        return True
+    return within
+
+
 class Router:
     def __init__(self, catalog: Catalog, adapters: dict[str, ProviderAdapter], settings: Any):
         self.catalog = catalog
@@ -272,20 +307,10 @@ class Router:
                     f"{param}: no provider of {model.id} supports {what}", param=param,
                     metadata={"model": model.id, "parameter": param}, code="unsupported_parameter"))
 
-        only = {p.lower() for p in prefs.only or []}
-        ignore = {p.lower() for p in prefs.ignore or []}
         chars = len(req.input) if lengths and isinstance(req, SpeechRequest) else None
         mp = prefs.max_price or {}
 
-        def within_price(e: Endpoint) -> bool:
-            prices = unit_prices(e)
-            for k, limit in mp.items():
-                if k == "total":
-                    if estimate_cost(e.pricing, req, duration) > limit + 1e-12:
-                        return False
-                elif prices.get(k, 0.0) > limit + 1e-15:
-                    return False
-            return True
+        within_price = max_price_check(mp, lambda e: estimate_cost(e.pricing, req, duration))
 
         def within_limits(e: Endpoint) -> bool:
             lim = e.limits
@@ -293,15 +318,7 @@ class Router:
                 return False
             return not (chars is not None and lim.max_characters is not None and chars > lim.max_characters)
 
-        steps: list[tuple[str, Callable[[Endpoint], bool]]] = [("configured", self.usable)]
-        if only:
-            steps.append(("provider.only", lambda e: e.provider.lower() in only))
-        if ignore:
-            steps.append(("provider.ignore", lambda e: e.provider.lower() not in ignore))
-        if prefs.data_collection == "deny":
-            steps.append(("provider.data_collection", lambda e: e.data_collection == "deny"))
-        if prefs.zdr:
-            steps.append(("provider.zdr", lambda e: e.zdr or e.provider == "local"))
+        steps = preference_steps(self.usable, prefs)
         def capable(cap: str) -> Callable[[Endpoint], bool]:
             return lambda e: bool(getattr(e.capabilities, cap))
 
