@@ -22,7 +22,7 @@ import orjson
 
 from ..core.chat import ChatDelta, ChatReply, ChatRequest, ChatUsage, InputAudioPart
 from ..core.errors import UpstreamError
-from .openai_chat import sse_data
+from .openai_compatible import iter_sse_data
 
 MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "aiff": "audio/aiff", "aac": "audio/aac", "ogg": "audio/ogg",
         "flac": "audio/flac"}
@@ -148,7 +148,7 @@ class GeminiChat:
     async def _deltas(self, resp: Any) -> AsyncIterator[ChatDelta]:
         usage: ChatUsage | None = None
         try:
-            async for data in sse_data(resp.aiter_lines()):
+            async for data in iter_sse_data(resp.aiter_lines()):
                 try:
                     ev = orjson.loads(data)
                 except orjson.JSONDecodeError:

@@ -30,6 +30,7 @@ import orjson
 from ..core.chat import ChatDelta, ChatReply, ChatRequest, ChatUsage, InputAudioPart
 from ..core.errors import UpstreamError
 from .http import HTTPProvider
+from .openai_compatible import iter_sse_data
 
 # OpenRouter-only request fields: not sent to other upstreams (OpenAI answers 400 to unknown parameters)
 OPENROUTER_FIELDS = ("provider", "models", "route", "transforms", "session_id", "usage", "plugins", "cache",
@@ -53,24 +54,6 @@ def parse_usage(u: Any) -> ChatUsage | None:
                      completion_audio_tokens=_int(cd.get("audio_tokens")),
                      reasoning_tokens=_int(cd.get("reasoning_tokens")))
 
-
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The data of each event of a text/event-stream (multi-line data joined with newlines)."""
-    data: list[str] = []
-    async for line in lines:
-        line = line.rstrip("\r")
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
 
 
 class OpenAIChat:
@@ -198,7 +181,7 @@ class OpenAIChat:
         try:
             if "text/event-stream" not in ctype:
                 raise self._malformed(f"expected an event stream, got Content-Type {ctype or 'none'!r}")
-            async for data in sse_data(resp.aiter_lines()):
+            async for data in iter_sse_data(resp.aiter_lines()):
                 if data.strip() == "[DONE]":
                     return
                 try:
