@@ -405,49 +405,41 @@ class ChatJob:
         fmt = self.req.audio_format or "wav"
         voice = self._voice(cand)
         audio_in = math.ceil(self.audio_seconds * AUDIO_IN_TOKENS_PER_S)
-        planner_cost = chat_cost
 
         async def gen() -> AsyncIterator[ChatDelta]:
             llm_usage = ChatUsage()
             finish = "stop"
             out_seconds = 0.0
             tts_cost = 0.0
-            if not want_audio:
-                d = first
-                pending = [first] if first is not None else []
-                async def source():
-                    for x in pending:
-                        yield x
+
+            async def llm_text() -> AsyncIterator[str]:
+                """The LLM's text pieces (its first delta included); keeps its usage and finish reason."""
+                nonlocal llm_usage, finish
+                async def deltas() -> AsyncIterator[ChatDelta]:
+                    if first is not None:
+                        yield first
                     async for x in it:
                         yield x
-                async for d in source():
+                async for d in deltas():
                     if d.usage is not None:
                         llm_usage = d.usage
                     if d.finish_reason:
                         finish = d.finish_reason
                     if d.text:
-                        yield ChatDelta(text=d.text)
+                        yield d.text
+
+            if not want_audio:
+                async for text in llm_text():
+                    yield ChatDelta(text=text)
             else:
                 sentences: asyncio.Queue = asyncio.Queue()
 
                 async def pump() -> None:
-                    nonlocal llm_usage, finish
                     cut = _Sentences()
                     try:
-                        pending = [first] if first is not None else []
-                        async def source():
-                            for x in pending:
-                                yield x
-                            async for x in it:
-                                yield x
-                        async for d in source():
-                            if d.usage is not None:
-                                llm_usage = d.usage
-                            if d.finish_reason:
-                                finish = d.finish_reason
-                            if d.text:
-                                for s in cut.feed(d.text):
-                                    sentences.put_nowait(s)
+                        async for text in llm_text():
+                            for s in cut.feed(text):
+                                sentences.put_nowait(s)
                         for s in cut.flush():
                             sentences.put_nowait(s)
                         sentences.put_nowait(None)
@@ -498,8 +490,8 @@ class ChatJob:
             u = ChatUsage(prompt_tokens=llm_usage.prompt_tokens + audio_in, prompt_audio_tokens=audio_in,
                           completion_tokens=llm_usage.completion_tokens + audio_out, completion_audio_tokens=audio_out,
                           audio_seconds_in=self.audio_seconds or None)
-            llm_cost = planner_cost(llm_cand.endpoint.pricing, llm_usage)
-            u.cost = stt_cost + llm_cost + tts_cost + planner_cost(cand.endpoint.pricing, ChatUsage())
+            llm_cost = chat_cost(llm_cand.endpoint.pricing, llm_usage)
+            u.cost = stt_cost + llm_cost + tts_cost + chat_cost(cand.endpoint.pricing, ChatUsage())
             yield ChatDelta(finish_reason=finish, usage=u)
 
         return gen()
