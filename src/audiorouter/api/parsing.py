@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal, get_args, overload
 
 import orjson
 from pydantic import AfterValidator, BeforeValidator
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from ..audio.sniff import INPUT_FORMATS, canonical, known, sniff
@@ -24,6 +23,7 @@ from .json_body import DATA_URI as _DATA_URI
 from .json_body import BodyScanner, StreamedBase64, b64decode_strict
 from .multipart import FilePart, read_form
 from .validation import Body, FormBool, Strings, as_number, in_range, validate
+from .validation import kind as value_kind
 
 _WS = re.compile(rb"\s+")
 _B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -120,23 +120,8 @@ def _json_error(e: orjson.JSONDecodeError | None, scan: BodyScanner | None) -> s
 
 
 def kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    if isinstance(v, (UploadFile, FilePart)):
-        return "a file upload"
-    if isinstance(v, StreamedBase64):
-        return "string"
-    return type(v).__name__
+    """A value's kind as the messages name it: validation.kind, plus the scanner's lazily decoded base64 strings."""
+    return "string" if isinstance(v, StreamedBase64) else value_kind(v)
 
 
 def decode_b64(s: str | bytes, field: str) -> bytes:
