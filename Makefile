@@ -40,8 +40,10 @@ lint: $(STAMP)
 test: lint $(STAMP) sysdeps jsdeps
 	$(PY) -m pytest -q
 
+# The edit-run loop (about two minutes on an idle 2-core box): no lint (`make lint`), no `slow` tests
+# (tests/conftest.py says what is slow and why); the ten slowest are listed, to keep it that way.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 bench: $(STAMP) sysdeps
 	$(PY) -m pip install --quiet -e '.[bench]'

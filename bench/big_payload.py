@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from clips import long_wav
-from gateways import API_KEY, audiorouter_target
+from gateways import audiorouter_target, create_api_key
 from procs import WORK, Server, free_port
 
 PAYLOAD_BYTES = 25 * 1024 * 1024
@@ -103,11 +103,14 @@ def _one(ports: dict, data: bytes, log, label: str, env_extra: dict | None = Non
     t = audiorouter_target(ports, core=None, env_extra=env_extra)  # type: ignore[arg-type]
     t.server.start(120)
     try:
+        create_api_key(t)  # auth on, as deployed: the request carries an ordinary API key
+        auth = {"authorization": f"Bearer {t.api_key}"}
         pid = t.server.proc.pid
         # warm the route once with a small request so imports and pools are not counted
         small = json.dumps({"model": "bench/whisper-d0", "input_audio": {
             "data": base64.b64encode(long_wav(1.0)).decode(), "format": "wav"}}).encode()
-        httpx.post(t.url("json"), content=small, headers={"content-type": "application/json"}, timeout=60)
+        warm = httpx.post(t.url("json"), content=small, headers={"content-type": "application/json", **auth}, timeout=60)
+        warm.raise_for_status()
         time.sleep(0.5)
         try:  # reset the kernel's peak-RSS counter so start-up peaks do not count
             with open(f"/proc/{pid}/clear_refs", "w") as f:
@@ -117,7 +120,7 @@ def _one(ports: dict, data: bytes, log, label: str, env_extra: dict | None = Non
         before = _status(pid)["VmRSS"]
         t0 = time.perf_counter()
         r = httpx.post(t.url("json"), content=data, timeout=300,
-                       headers={"content-type": "application/json", "authorization": f"Bearer {API_KEY}"})
+                       headers={"content-type": "application/json", **auth})
         wall = time.perf_counter() - t0
         after = _status(pid)
         run = {"status": r.status_code, "latency_s": wall, "rss_before": before, "hwm_after": after["VmHWM"],

@@ -194,6 +194,48 @@ def plot_engines(loc: dict) -> str | None:
     return name
 
 
+def batch_section(bj: dict) -> list[str]:
+    """bench/batch_jobs.py: a batch of dev clips through the jobs API with 1 and 2 `audiorouter worker` processes
+    on the local engine (x real-time, and the ratio), and how long a job waits in the queue when the workers are
+    idle, against the 100 ms target (the SQLite queue; the Redis queue too when Redis was reachable)."""
+    runs = bj.get("runs") or []
+    if not runs:
+        return []
+
+    def wait(r: dict) -> str:
+        if r.get("queue_wait_ms_median") is None:
+            return "n/a"
+        return f"{r['queue_wait_ms_median']:.0f} ms ({r['queue_wait_ms_max']:.0f} ms)"
+    first = runs[0]
+    L = ["## Batch jobs", "",
+         f"`bench/batch_jobs.py`: {first['clips']} English dev clips ({first['audio_s']:.1f} s of audio) submitted "
+         "at once as base64 JSON jobs for `local/whisper-base`, run by N `audiorouter worker` processes on this "
+         f"host ({bj.get('cpus', '?')} CPUs) behind a gateway that runs no jobs itself; all share the SQLite database, "
+         "the huey SQLite queue and the local audio store. Throughput: audio seconds / wall time from the first "
+         "submit to the last job done. Queue wait: `started_at - created_at` of single jobs submitted while the "
+         "workers are idle, median (max).", "",
+         "| setup | wall | x real-time | queue wait when idle |", "|---|---|---|---|"]
+    for r in runs:
+        L.append(f"| {r['workers']} worker process{'es' if r['workers'] > 1 else ''}, SQLite queue | "
+                 f"{r['wall_s']:.1f} s | {r['x_realtime']:.2f}x | {wait(r)} |")
+    redis = bj.get("redis_queue")
+    if redis:
+        L.append(f"| {redis['workers']} worker process, Redis queue ({redis['clips']} clips) | {redis['wall_s']:.1f} s | "
+                 f"{redis['x_realtime']:.2f}x | {wait(redis)} |")
+    L += ["", "| target | measured | met |", "|---|---|---|"]
+    ratio = bj.get("ratio_2_vs_1")
+    if ratio is not None:
+        L.append(f"| throughput, 2 worker processes / 1 (same host: they share its cores) | {ratio:.2f}x | — |")
+    checks = [(r, f"{r['workers']} worker(s), SQLite queue") for r in runs] + ([(redis, "Redis queue")] if redis else [])
+    for r, name in checks:
+        if r.get("queue_wait_ms_median") is not None:
+            met = "yes" if r["queue_wait_ms_median"] < 100 else "no"
+            L.append(f"| queue wait when idle < 100 ms, {name} (median; max {r['queue_wait_ms_max']:.0f} ms) | "
+                     f"{r['queue_wait_ms_median']:.0f} ms | {met} |")
+    L.append("")
+    return L
+
+
 def write(res: dict) -> Path:
     meta = res["meta"]
     L = ["# Benchmarks", "",
@@ -346,12 +388,95 @@ def write(res: dict) -> Path:
         if name:
             L += ["", f"![local engines]({name})"]
         L.append("")
+    L += batch_section(res.get("batch_jobs") or {})
     if res.get("before_after"):
         L += res["before_after"] + [""]
+    L += chat_section(res.get("chat") or {})
     L += targets_section(res)
     out = DOCS / "benchmarks.md"
     out.write_text("\n".join(L) + "\n")
     return out
+
+
+def chat_section(chat: dict) -> list[str]:
+    """bench/chat.py: the chat path's gateway overhead against the fake OpenAI chat upstream, the offline
+    voice-chat cascade's time to first audio byte and x real-time against the 1.5 s target, and where that time
+    goes (the in-process phase breakdown)."""
+    if not chat:
+        return []
+    L = ["## Chat (`/chat/completions`)", ""]
+    ov = chat.get("overhead") or {}
+    if ov:
+        names = {"audio_in": "audio in (2.7 s wav), text answer", "audio_out_stream": "streamed audio out (pcm16)"}
+        others = [t for t in ("litellm", "portkey") if any(f"{t}_p50_ms" in r for r in ov.values())]
+        L += ["Gateway overhead against the fake OpenAI chat upstream (`tests/fakes/openai_chat_fake.py`), one "
+              "request at a time, whole answer read; added = p50 through the gateway minus p50 direct.", "",
+              "| request | direct p50 (ms) | audiorouter p50 (ms) | audiorouter adds (ms) |"
+              + "".join(f" {t} p50 (ms) | {t} adds (ms) |" for t in others),
+              "|---|---|---|---|" + "---|---|" * len(others)]
+        for key, r in ov.items():
+            cells = [f"{r['direct_p50_ms']:.2f}", f"{r['audiorouter_p50_ms']:.2f}", f"{r['overhead_ms']:+.2f}"]
+            for t in others:
+                p50 = r.get(f"{t}_p50_ms")
+                cells += ([f"{p50:.2f}", f"{p50 - r['direct_p50_ms']:+.2f}"] if p50 is not None
+                          else [r.get(f"{t}_note") or "n/a", ""])
+            L.append(f"| {names.get(key, key)} | " + " | ".join(cells) + " |")
+        if not others:
+            L += ["", "LiteLLM and Portkey are not measured on the chat path in this run."]
+        L.append("")
+    off = chat.get("offline") or {}
+    runs = off.get("runs") or []
+    if runs:
+        target = off.get("target_ttfa_s", 1.5)
+        ttfa = [r["ttfa_s"] for r in runs if r.get("ttfa_s") is not None]
+        p50 = med(ttfa)
+        met = "—" if p50 is None else ("yes" if p50 < target else "no")
+        L += ["Offline voice-chat cascade (`local/voice-chat`: local Whisper -> the local LLM -> hibari, no key), "
+              f"streamed pcm16 over HTTP: a {off.get('question_s', 0):.1f} s spoken question (said by hibari) "
+              "answered in two or three sentences; the first request after start-up is not counted. "
+              "x real-time = seconds of answer audio per second of wall clock.", "",
+              "| figure | value |", "|---|---|",
+              f"| time to first audio byte | {fmt_range(ttfa, 2, ' s')} |",
+              f"| target: first audio byte < {target:g} s | {met} |",
+              f"| whole answer | {fmt_range([r['total_s'] for r in runs], 2, ' s')} |",
+              f"| answer audio | {fmt_range([r['audio_s'] for r in runs], 1, ' s')} |",
+              f"| x real-time | {fmt_range([r['x_rt'] for r in runs if r.get('x_rt')], 1, 'x')} |"]
+        if off.get("rss_mb"):
+            L.append(f"| gateway RSS after the runs | {off['rss_mb']:.0f} MB |")
+        if off.get("loadavg"):
+            L.append(f"| 1-min load average before / after | {off['loadavg'][0]} / {off['loadavg'][-1]} |")
+        L.append("")
+    ph = chat.get("phases") or {}
+    steps, casc = ph.get("steps") or [], ph.get("cascade") or []
+    if steps or casc:
+        L += ["Where the cascade's time to first audio goes, measured in-process on the product's own engines "
+              f"(`python bench/chat.py --phases`), {ph.get('question_s', 0):.1f} s question; medians in ms with "
+              "the range. Each step alone:", "", "| step | ms |", "|---|---|"]
+        rows = [("decode the question (wav)", "decode_ms"), ("VAD (Silero)", "vad_ms"),
+                ("Whisper base, beam 5 (VAD included)", "whisper_beam5_incl_vad_ms"),
+                ("Whisper base, greedy (VAD included)", "whisper_beam1_incl_vad_ms"),
+                ("LLM: first token", "llm_first_token_ms"), ("LLM: first clause", "llm_first_clause_ms"),
+                ("LLM: first piece the cascade speaks", "llm_first_sentence_ms"), ("LLM: whole answer", "llm_total_ms"),
+                ("TTS: first chunk of that piece", "tts_first_chunk_ms"), ("encode the first chunk", "encode_first_chunk_ms")]
+        for label, k in rows:
+            xs = [s[k] for s in steps if s.get(k) is not None]
+            if xs:
+                L.append(f"| {label} | {fmt_range(xs, 1)} |")
+        marks = [("question decoded, request planned", "decode_plan_ms"), ("transcription done", "stt_end_ms"),
+                 ("LLM's first token", "llm_first_token_ms"), ("first piece to speak", "first_sentence_ms"),
+                 ("its first audio chunk", "tts_first_chunk_ms"), ("first audio byte out", "first_audio_ms"),
+                 ("LLM done", "llm_end_ms"), ("answer done", "total_ms")]
+        cold = ph.get("cold") or {}
+        L += ["", "The whole cascade (`ChatJob.open_stream`), ms since the request: warm, and cold (first request "
+              "after start-up with nothing preloaded):", "", "| moment | warm | cold |", "|---|---|---|"]
+        for label, k in marks:
+            xs = [c[k] for c in casc if c.get(k) is not None]
+            if xs or cold.get(k) is not None:
+                L.append(f"| {label} | {fmt_range(xs, 0)} | {f'{cold[k]:.0f}' if cold.get(k) is not None else '—'} |")
+        if ph.get("loadavg_before"):
+            L += ["", f"Load average (1, 5, 15 min) before: {ph['loadavg_before']}, after: {ph.get('loadavg_after')}."]
+        L.append("")
+    return L
 
 
 def targets_section(res: dict) -> list[str]:

@@ -3,13 +3,9 @@ references, and a hibari -> Whisper round trip (speech endpoint, then transcript
 from __future__ import annotations
 
 import base64
-import os
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
-from conftest import DEV_AUDIO
 from wer import normalize, wer
 
 WER_LIMIT = 0.12          # plain faster-whisper base (beam 5, VAD) measures about 10.4 % on these clips
@@ -19,17 +15,6 @@ NO_CACHE = {"Cache-Control": "no-store"}  # measure the model, not the transcrip
 
 def _english_exact(manifest: list[dict]) -> list[dict]:
     return [e for e in manifest if e["language"] == "en" and e.get("reference_quality") == "exact" and e["text"]]
-
-
-def _transcribe(url: str, entry: dict) -> str:
-    path = DEV_AUDIO / entry["file"]
-    body = {"model": "local/whisper-base",
-            "input_audio": {"data": base64.b64encode(path.read_bytes()).decode(), "format": path.suffix[1:]}}
-    r = httpx.post(url + "/api/v1/audio/transcriptions", json=body, timeout=300, headers=NO_CACHE)
-    assert r.status_code == 200, f"{entry['file']}: {r.status_code} {r.text[:300]}"
-    out = r.json()
-    assert abs(out["usage"]["seconds"] - entry["duration_s"]) < 0.1, entry["file"]
-    return out["text"]
 
 
 def test_normaliser_makes_conventions_agree():
@@ -43,12 +28,13 @@ def test_normaliser_makes_conventions_agree():
     assert normalize("ask not") != normalize("ask now")
 
 
-def test_pooled_wer_english_exact(server, manifest, record_property):
+@pytest.mark.slow
+def test_pooled_wer_english_exact(clip_texts, manifest, record_property):
     entries = _english_exact(manifest)
     assert len(entries) >= 40, "the dev manifest should list about 47 English clips with exact references"
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        hyps = list(pool.map(lambda e: _transcribe(server.url, e), entries))
+    # each clip transcribed whole by the shared server, no-store (conftest.ClipTexts; test_longform's
+    # clip-by-clip baselines read the same transcripts)
+    hyps = clip_texts(entries)
     refs = [e["text"] for e in entries]
     result = wer(refs, hyps)
     record_property("wer", round(result.wer, 4))
@@ -65,6 +51,7 @@ PARAGRAPH = ("The weather was calm on the morning we left the harbor. A small bo
              "By noon we could see the green hills and the white houses of the village.")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
 def test_hibari_whisper_round_trip(client, fmt, record_property):
     r = client.post("/api/v1/audio/speech", json={"model": "local/hibari", "input": PARAGRAPH,

@@ -100,6 +100,53 @@ def test_local_whisper_gives_word_logprobs(client):
     assert "x-ignored-parameters" not in r.headers
 
 
+@pytest.mark.parametrize("fmt", ["text", "srt", "vtt", "verbose_json"])
+def test_logprobs_with_a_format_that_cannot_carry_them_are_reported_or_refused(oc, client, fakes, fmt):
+    """OpenAI returns logprobs only in the json answer: asked with another format they are dropped, named in
+    X-Ignored-Parameters, not sent upstream (OpenAI would refuse them), and a 400 under require_parameters."""
+    with open(JFK, "rb") as f:
+        raw = oc.audio.transcriptions.with_raw_response.create(model="openai/gpt-4o-transcribe", file=f,
+                                                                 include=["logprobs"], response_format=fmt)
+    assert raw.status_code == 200
+    assert "include" in raw.headers["x-ignored-parameters"].split(",")
+    assert "include[]" not in stt_calls(fakes["openai"])[-1].form
+    n = len(stt_calls(fakes["openai"]))
+    r = client.post("/api/v1/audio/transcriptions", json={
+        "model": "openai/gpt-4o-transcribe", "include": ["logprobs"], "response_format": fmt,
+        "provider": {"require_parameters": True}, "input_audio": {"data": b64(JFK.read_bytes()), "format": "flac"}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["metadata"]["param"] == "include" and fmt in err["message"]
+    assert len(stt_calls(fakes["openai"])) == n  # refused before any upstream call
+
+
+def test_logprobs_in_the_streamed_done_event(oc, fakes):
+    """stream=true: the transcript.text.done event carries the upstream's logprobs (OpenAI's
+    TranscriptionTextDoneEvent.logprobs), as parsed by the openai SDK."""
+    with open(JFK, "rb") as f:
+        events = list(oc.audio.transcriptions.create(model="openai/gpt-4o-transcribe", file=f,
+                                                     include=["logprobs"], stream=True))
+    (call,) = stt_calls(fakes["openai"])
+    assert call.form["include[]"] == ["logprobs"] and call.f1("stream") == "true"
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    sent = call.reply_json["logprobs"]
+    assert [(lp.token, lp.logprob, lp.bytes) for lp in done.logprobs] == \
+        [(x["token"], x["logprob"], x["bytes"]) for x in sent]
+
+
+def test_streamed_logprobs_where_unsupported_are_reported(client, fakes):
+    """A stream's headers go out before any provider answers: they name what the planned provider ignores."""
+    with client.stream("POST", "/api/v1/audio/transcriptions", json={
+            "model": "openai/whisper-1", "include": ["logprobs"], "stream": True,
+            "input_audio": {"data": b64(JFK.read_bytes()), "format": "flac"}}) as r:
+        assert r.status_code == 200
+        assert r.headers["x-ignored-parameters"] == "include"
+        body = r.read().decode()
+    assert '"transcript.text.done"' in body and '"logprobs"' not in body
+    assert "include[]" not in stt_calls(fakes["openai"])[-1].form
+
+
 # ---- chunking_strategy --------------------------------------------------------------------------------------------
 def test_chunking_strategy_reaches_openai_in_the_sdks_shape(oc, fakes):
     vad = {"type": "server_vad", "threshold": 0.4, "silence_duration_ms": 300, "prefix_padding_ms": 200}

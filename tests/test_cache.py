@@ -135,7 +135,8 @@ def test_response_format_shares_the_entry(client, fake):
 
 
 @pytest.mark.parametrize("change", [{"language": "en"}, {"prompt": "another prompt"}, {"temperature": 0.3},
-                                    {"timestamp_granularities": ["word"], "response_format": "verbose_json"}])
+                                    {"timestamp_granularities": ["word"], "response_format": "verbose_json"},
+                                    {"include": ["logprobs"]}, {"chunking_strategy": "auto"}])
 def test_output_changing_parameters_miss(client, fake, change):
     stt(client, prompt="params")
     fake.clear()

@@ -73,6 +73,12 @@ def gw(fake, orfake, gemini, tmp_path_factory):
                         "pricing": {"per_million_input_tokens": 0.15, "per_million_output_tokens": 0.6}}]},
         {"id": "test/retired", "name": "an upstream model that is gone", "kind": "chat", "voices": voices,
          "endpoints": [{"provider": "openai", "upstream_model": "gpt-retired", "capabilities": audio_caps}]},
+        # provider.require_parameters: the first endpoint takes no temperature, the second does
+        {"id": "test/temperature", "name": "two endpoints, one without temperature", "kind": "chat",
+         "endpoints": [{"provider": "openai", "upstream_model": "gpt-4o-mini", "capabilities": {"temperature": False}},
+                       {"provider": "openrouter", "upstream_model": "openai/gpt-4o-mini"}]},
+        {"id": "test/no-temperature", "name": "no endpoint takes temperature", "kind": "chat",
+         "endpoints": [{"provider": "openai", "upstream_model": "gpt-4o-mini", "capabilities": {"temperature": False}}]},
     ]
     yield from start_gateway(tmp_path_factory.mktemp("chat"), {"providers": providers, "models": models},
                              OPENAI_API_KEY=fake.api_key, OPENROUTER_API_KEY=orfake.api_key,
@@ -541,3 +547,45 @@ def test_gemini_audio_in_whole_and_streamed(oai, gemini):
                                     audio={"voice": "nova", "format": "mp3"})
     assert e.value.body["param"] == "modalities" and "google/gemini-2.5-flash" in e.value.body["message"]
     assert not gemini.violations
+
+
+# ---- provider.require_parameters, as on the audio endpoints ----------------------------------------------------
+def test_require_parameters_excludes_providers_without_the_parameter(client, fake, orfake):
+    orfake.clear()
+    hi = [{"role": "user", "content": "hi"}]
+    plain = client.post("/api/v1/chat/completions", json={"model": "test/temperature", "temperature": 0.2,
+                                                           "messages": hi})
+    assert plain.status_code == 200 and plain.headers["x-provider"] == "openai", plain.text  # catalog order
+    strict = client.post("/api/v1/chat/completions", json={"model": "test/temperature", "temperature": 0.2,
+                                                            "messages": hi, "provider": {"require_parameters": True}})
+    assert strict.status_code == 200 and strict.headers["x-provider"] == "openrouter", strict.text
+    assert orfake.calls[-1].json["temperature"] == 0.2
+    # without the parameter nothing is excluded
+    r = client.post("/api/v1/chat/completions", json={"model": "test/temperature", "messages": hi,
+                                                       "provider": {"require_parameters": True}})
+    assert r.status_code == 200 and r.headers["x-provider"] == "openai", r.text
+    # no candidate left: a 400 naming the parameter, in both dialects
+    for dialect, body in (("openrouter", {"model": "test/no-temperature"}),
+                          ("openai", {"model": "test/temperature", "provider": {"only": ["openai"]}})):
+        r = _post(client, dialect, {**body, "temperature": 0.2, "messages": hi,
+                                    "provider": {**body.get("provider", {}), "require_parameters": True}})
+        err = check_error(r, 400, dialect=dialect)
+        assert (err["param"] if dialect == "openai" else err["metadata"]["param"]) == "temperature", r.text
+        assert err["message"].startswith("temperature: ") and "test/" in err["message"], r.text
+    assert "openrouter" in err["message"]  # who would have supported it
+    assert not orfake.violations
+
+
+# ---- the published schema -----------------------------------------------------------------------------------
+def test_openapi_documents_the_chat_request_body(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/chat/completions", "/v1/chat/completions"):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["required"] == ["model", "messages"]
+        props = schema["properties"]
+        assert {"messages", "modalities", "audio", "stream", "provider", "models", "temperature",
+                "max_completion_tokens"} <= set(props)
+        parts = props["messages"]["items"]["properties"]["content"]["anyOf"][1]["items"]["anyOf"]
+        audio = next(p for p in parts if "input_audio" in p["properties"])["properties"]["input_audio"]
+        assert audio["required"] == ["data", "format"] and "pcm16" in audio["properties"]["format"]["enum"]
+        assert props["audio"]["properties"]["format"]["enum"] == ["wav", "mp3", "flac", "opus", "pcm16"]

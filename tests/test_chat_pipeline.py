@@ -12,12 +12,13 @@ import pytest
 
 from audiorouter.config import Settings
 from audiorouter.core.chat import ChatMessage, ChatRequest
-from audiorouter.jobs.chat import AudioMemory, ChatJob, _Sentences
+from audiorouter.jobs.chat import ChatAudioStore, ChatJob, _Sentences
 from audiorouter.providers.local_chat import LocalChat
 from audiorouter.providers.local_llm import LLMUnavailable, _verified
 from audiorouter.providers.registry import build_adapters
 from audiorouter.routing.catalog import Catalog
 from audiorouter.routing.router import Router
+from audiorouter.store.db import Database
 
 
 class ScriptedLLM:
@@ -42,6 +43,15 @@ class ScriptedLLM:
 
 
 @pytest.fixture
+async def spoken(tmp_path):
+    """The spoken answers' store on a fresh SQLite database (migrated)."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}")
+    await db.upgrade()
+    yield ChatAudioStore(db)
+    await db.close()
+
+
+@pytest.fixture
 def router(tmp_path):
     settings = Settings(preload=False, cache_dir=tmp_path, data_dir=tmp_path / "data")
     catalog = Catalog.load()
@@ -49,13 +59,13 @@ def router(tmp_path):
     return Router(catalog, adapters, settings)
 
 
-async def test_first_sentence_is_spoken_while_the_llm_writes(router):
+async def test_first_sentence_is_spoken_while_the_llm_writes(router, spoken):
     llm = ScriptedLLM()
     local = router.adapters["local"]
     local.__dict__["_chat_client"] = LocalChat(router.settings, llm=llm)  # the cascade's text step
     req = ChatRequest(model="local/voice-chat", messages=[ChatMessage("user", "Why is the sea salty?")],
                       modalities=["text", "audio"], voice="heart", audio_format="pcm16", stream=True)
-    job = ChatJob(router, req, router.settings, memory=AudioMemory(), namespace="k")
+    job = ChatJob(router, req, router.settings, memory=spoken, namespace="k")
     await job.prepare()
     deltas = await job.open_stream()
     first_audio_at = None
@@ -81,6 +91,8 @@ async def test_first_sentence_is_spoken_while_the_llm_writes(router):
     assert llm.messages[0]["role"] == "system" and llm.messages[-1] == {"role": "user", "content": "Why is the sea salty?"}
     assert usage.completion_audio_tokens > 0 and usage.prompt_tokens == 30 and usage.cost == 0
     assert job.result is not None and job.result.audio_id.startswith("audio_")
+    rec, expired = await spoken.get(job.result.audio_id, "k")  # kept for a later turn, with what it said
+    assert not expired and rec.transcript == "".join(said) and rec.expires_at == job.result.expires_at
 
 
 @pytest.mark.parametrize("pieces, want", [
@@ -109,6 +121,7 @@ def test_weights_checksum_refuses_a_changed_file(tmp_path):
     assert e.value.status == 503 and "checksum" in e.value.message
 
 
+@pytest.mark.slow  # loads the local LLM (~20 s on 2 cores)
 def test_local_llm_listener_refuses_callers_without_its_key(tmp_path):
     """xllamacpp opens an HTTP listener on 127.0.0.1 we do not use: it must not serve anyone (docs/chat.md)."""
     import urllib.error

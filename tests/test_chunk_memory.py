@@ -21,7 +21,7 @@ from audiorouter.audio.convert import encode_samples, for_endpoint
 from audiorouter.audio.encode import wav_header
 from audiorouter.core.audio import PreparedAudio
 from audiorouter.jobs.transcription import chunk_audio, chunking_possible
-from conftest import DEV_AUDIO
+from conftest import DEV_AUDIO, slow_except
 
 RATE = 16000
 
@@ -69,7 +69,8 @@ def _reference_gaps(window: np.ndarray) -> list[tuple[int, int]]:
     return gaps
 
 
-@pytest.mark.parametrize("n", [512 * 300, 512 * 300 + 470, 512 * 2250 + 10, 72 * RATE, 513, 40 * RATE + 77])
+@pytest.mark.parametrize("n", slow_except([512 * 300, 512 * 300 + 470, 512 * 2250 + 10, 72 * RATE, 513, 40 * RATE + 77],
+                                          512 * 300 + 470, 513))
 def test_vad_probabilities_and_gaps_match_faster_whisper(speech, n):
     from faster_whisper.vad import get_vad_model
     start = 37 * RATE + 123
@@ -81,6 +82,7 @@ def test_vad_probabilities_and_gaps_match_faster_whisper(speech, n):
     assert chunking.silence_gaps(quiet) == _reference_gaps(quiet)
 
 
+@pytest.mark.slow  # the VAD over 5.5 minutes, twice per limit
 @pytest.mark.parametrize("limit_s", [180.0, 20.0])
 def test_chunk_boundaries_unchanged(speech, limit_s, monkeypatch):
     with PcmSpool() as spool:

@@ -298,7 +298,7 @@ def bad_tts_bodies():
     yield {**ok, "input": ""}, "input"
     yield {**ok, "input": "   \n\t "}, "input"
     yield {**ok, "input": "x" * 4097}, "input"
-    yield {**ok, "input": [{"speaker": "a"}]}, "input"
+    yield {**ok, "input": [{"speaker": "a"}]}, "input[0].speaker"
     yield {**ok, "input": "😀 ... !!"}, "input"
     yield {**ok, "response_format": "ogg"}, "response_format"
     yield {**ok, "response_format": 3}, "response_format"

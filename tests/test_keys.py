@@ -196,7 +196,7 @@ def test_cli_create_list_disable_share_the_store(gw):
     bad = cli(env, "keys", "create", "--limit-reset", "hourly")
     assert bad.returncode != 0 and "--limit-reset" in (bad.stderr + bad.stdout)
     cur = cli(env, "db", "current")
-    assert cur.returncode == 0 and "0002" in cur.stdout  # the latest migration (0002: batch jobs)
+    assert cur.returncode == 0 and "0003" in cur.stdout  # the latest migration (0003: chat audio ids)
 
 
 # ---- auth modes (their own servers) -------------------------------------------------------------------

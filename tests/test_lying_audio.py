@@ -132,6 +132,7 @@ def test_longer_than_claimed_is_chunked_from_the_spool(gw):
     assert not fake.violations
 
 
+@pytest.mark.slow  # hours of frames decoded up to the limit, per request
 @pytest.mark.parametrize("concurrent", [1, 3])
 def test_hours_behind_a_10_s_header_cost_bounded_memory(gw, concurrent):
     """10 h of frames behind a 10 s header: a 413 naming the limit, and the server's memory grows by far

@@ -263,3 +263,57 @@ def test_configured_upstream_prices_and_limits(keyed_server):
         eps = c.get("/api/v1/models/openai/whisper-1/endpoints").json()["data"]["endpoints"]
         openai_ep = next(e for e in eps if e["tag"] == "openai")
         assert openai_ep["status"] == 0
+
+
+# ---- speech models in OpenRouter's per-model shape ------------------------------------------------------------
+def test_speech_models_describe_voices_and_speed_range(client):
+    """GET /api/v1/audio/speech/models: OpenRouter's SpeechModelsListResponse, each model's speech output with
+    typed supported_parameters (voice enum, speed range, response_format enum, instructions) as the envelope
+    of its endpoints', each endpoint with its own; the flat supported_parameters of /api/v1/models stay."""
+    listed = {m["id"]: m for m in _models(client, output_modalities="speech")}
+    r = client.get("/api/v1/audio/speech/models")
+    assert r.status_code == 200, r.text
+    data = {m["id"]: m for m in r.json()["data"]}
+    assert set(data) == set(listed)
+    for mid, m in data.items():
+        assert {"id", "name", "description", "created", "input_modalities", "output_modalities",
+                "endpoints"} <= set(m)
+        assert m["input_modalities"] == [{"type": "text"}]
+        (out,) = m["output_modalities"]
+        sp = out["supported_parameters"]
+        assert out["type"] == "speech" and sp["voice"] == {"type": "enum", "values": listed[mid]["supported_voices"]}
+        assert sp["response_format"]["type"] == "enum" and "mp3" in sp["response_format"]["values"]
+        per_endpoint = []
+        for e in m["endpoints"]:
+            assert e["provider_slug"] and e["provider_name"]
+            esp = e["output_modalities"][0]["supported_parameters"]
+            per_endpoint.append(esp)
+            if "speed" in esp:  # the model's range is the envelope of its endpoints'
+                assert sp["speed"]["min"] <= esp["speed"]["min"] <= esp["speed"]["max"] <= sp["speed"]["max"]
+        for p in ("speed", "instructions"):
+            assert (p in sp) == any(p in esp for esp in per_endpoint), (mid, p)
+        assert {"voice", "response_format"} <= set(listed[mid]["supported_parameters"])  # the flat list stays
+        assert [v["id"] for v in m["voices"]] == listed[mid]["supported_voices"]
+    mini = data["openai/gpt-4o-mini-tts"]["output_modalities"][0]["supported_parameters"]
+    assert mini["speed"] == {"type": "range", "min": 0.25, "max": 4.0} and mini["instructions"] == {"type": "unknown"}
+    eleven = data["elevenlabs/eleven-flash-v2.5"]["endpoints"][0]["output_modalities"][0]["supported_parameters"]
+    assert eleven["speed"] == {"type": "range", "min": 0.7, "max": 1.2}  # what ElevenLabs voices accept
+    gemini = {e["provider_slug"]: e["output_modalities"][0]["supported_parameters"]
+              for e in data["google/gemini-2.5-flash-preview-tts"]["endpoints"]}
+    assert "speed" not in gemini["google"] and gemini["google"]["instructions"] == {"type": "unknown"}
+
+
+def test_one_speech_model_and_its_voices(client):
+    r = client.get("/api/v1/audio/speech/models/deepgram/aura-2")
+    assert r.status_code == 200, r.text
+    m = r.json()
+    assert m["id"] == "deepgram/aura-2"
+    voices = {v["id"]: v for v in m["voices"]}
+    assert voices["thalia"]["language"] == "en" and voices["thalia"]["gender"] == "female"
+    assert all(v["preview_text"] for v in voices.values())
+    # the models API describes the same voices
+    one = client.get("/api/v1/models/deepgram/aura-2").json()["data"]
+    assert one["voices"] == m["voices"]
+    assert client.get("/api/v1/audio/speech/models/openai/whisper-1").status_code == 400
+    r = client.get("/api/v1/audio/speech/models/openai/tts-2")
+    assert r.status_code == 404 and "openai/tts-1" in r.json()["error"]["metadata"]["suggestions"]

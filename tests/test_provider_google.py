@@ -371,6 +371,64 @@ def test_gemini_tts_errors(api, fake):
     assert r.status_code == 400 and "INVALID_ARGUMENT" in r.json()["error"]["message"]
 
 
+def test_gemini_tts_dialogue_in_two_voices(api, fake):
+    """input as OpenRouter's turns in two voices: one call with Gemini's multiSpeakerVoiceConfig (the fake checks
+    its exact shape: two speakers, each with a prebuilt voice) and the prompt written as that dialogue."""
+    turns = [{"text": "Hello there.", "voice": "Kore"},
+             {"text": "Hi! How are you?", "voice": "puck", "instructions": "cheerfully"},
+             {"text": "Fine, thanks."}]  # no voice of its own: the request's
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "input": turns, "voice": "Kore",
+                                               "response_format": "pcm"})
+    assert r.status_code == 200, r.text
+    (call,) = gemini_calls(fake)
+    assert r.content == call.reply_bytes
+    sc = call.json["generationConfig"]["speechConfig"]
+    assert "voiceConfig" not in sc
+    assert call.info["speakers"] == {"Speaker1": "Kore", "Speaker2": "Puck"}
+    prompt = call.json["contents"][0]["parts"][0]["text"]
+    assert prompt.splitlines()[1:] == ["Speaker1: Hello there.", "Speaker2: [cheerfully] Hi! How are you?",
+                                       "Speaker1: Fine, thanks."]
+
+
+def test_gemini_dialogue_through_the_openrouter_sdk(gw, api, fake):
+    """The openrouter SDK's tts.create_speech with `input` as its SpeechTurn list reaches Gemini as a dialogue."""
+    from openrouter import OpenRouter
+    with OpenRouter(api_key="unused", server_url=gw.url + "/api/v1", retry_config=None) as orc:
+        resp = orc.tts.create_speech(model=TTS_MODEL, voice="Zephyr", response_format="pcm",
+                                     input=[{"text": "Are we live?"}, {"text": "We are.", "voice": "Fenrir"}])
+        audio = resp.read()
+    (call,) = gemini_calls(fake)
+    assert audio == call.reply_bytes
+    assert call.info["speakers"] == {"Speaker1": "Zephyr", "Speaker2": "Fenrir"}
+
+
+def test_gemini_tts_turns_in_one_voice_are_plain_speech(api, fake):
+    r = api.post("/api/v1/audio/speech", json={"model": TTS_MODEL, "voice": "Charon",
+                                               "input": [{"text": "One."}, {"text": "Two.", "voice": "charon"}]})
+    assert r.status_code == 200, r.text
+    (call,) = gemini_calls(fake)
+    sc = call.json["generationConfig"]["speechConfig"]
+    assert sc == {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Charon"}}}
+    assert call.json["contents"][0]["parts"][0]["text"] == "One.\nTwo."
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": TTS_MODEL, "voice": "Kore", "input": [{"text": "A."}, {"text": "B.", "voice": "Puck"},
+                                                    {"text": "C.", "voice": "Leda"}]}, "input"),
+    ({"model": TTS_MODEL, "voice": "Kore", "input": [{"text": "A."}, {"text": "B.", "voice": "alloy"}]},
+     "input[1].voice"),
+    ({"model": TTS_MODEL, "input": [{"text": "A.", "speaker": "Joe"}]}, "input[0].speaker"),
+    ({"model": TTS_MODEL, "input": []}, "input"),
+    ({"model": "openai/gpt-4o-mini-tts", "voice": "alloy",
+      "input": [{"text": "A."}, {"text": "B.", "voice": "echo"}]}, "input"),
+])
+def test_dialogue_problems_are_400_naming_the_field(api, fake, body, param):
+    r = api.post("/api/v1/audio/speech", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["metadata"]["param"] == param
+    assert not gemini_calls(fake)  # refused before any upstream call (three voices: Gemini speaks two)
+
+
 def test_no_secret_in_server_log(api, fake, gw):
     fake.fail(401, f"bad credentials {KEY}")
     transcribe_json(api, JFK, "flac")

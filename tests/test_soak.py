@@ -41,8 +41,6 @@ from fakes.openai_fake import GroqFake, OpenAIFake
 from fakes.runner import encode_audio, tone
 from test_keys_support import PgDatabase, _pg
 
-pytestmark = pytest.mark.slow
-
 SOAK_S = float(os.environ.get("AUDIOROUTER_SOAK_S", "20"))  # per database backend (2+ database hits each)
 BACKENDS = os.environ.get("AUDIOROUTER_SOAK_DB", "sqlite,postgresql").split(",")
 REPORT = Path(os.environ.get("AUDIOROUTER_SOAK_REPORT", str(ROOT / "bench" / ".work" / "soak.json")))
@@ -515,6 +513,7 @@ def database(request, tmp_path):
         db.drop()
 
 
+@pytest.mark.slow  # SOAK_S of traffic per backend, plus the warm-up and the ledger check
 def test_soak(tmp_path, database):
     db, db_env = database
     fakes = {"openai": OpenAIFake().start(), "groq": GroqFake().start()}

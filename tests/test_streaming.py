@@ -33,8 +33,13 @@ FIVE_SENTENCES = ("Welcome to the audio router demonstration, where every reques
                   "Long audio is split at silences and stitched back together. Thank you for listening.")
 
 
+NO_STORE = {"Cache-Control": "no-store"}  # the shared server keeps a transcript cache: every answer made afresh
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
+    """Chunks of at most 30 s, for the long-audio streams (`slow`); the other local tests use the session's
+    shared `server`."""
     tmp = tmp_path_factory.mktemp("streaming")
     s = ServerProcess(env={"AUDIOROUTER_CHUNK_SECONDS": "30", "AUDIOROUTER_CACHE_TTL_S": "0",
                            "AUDIOROUTER_DATA_DIR": str(tmp / "data")}, tmp=tmp).start()
@@ -45,6 +50,11 @@ def gw(tmp_path_factory):
 @pytest.fixture
 def sdk(gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-unused", timeout=600, max_retries=0)
+
+
+@pytest.fixture
+def shared_sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="sk-unused", timeout=600, max_retries=0)
 
 
 def collect(stream) -> tuple[list[str], object]:
@@ -60,6 +70,7 @@ def collect(stream) -> tuple[list[str], object]:
 
 
 # ---- transcription -------------------------------------------------------------------------------------
+@pytest.mark.slow  # a minute of audio
 def test_local_stream_segment_by_segment(sdk):
     with open(MULTI, "rb") as f:
         stream = sdk.audio.transcriptions.create(model="local/whisper-base", file=f, stream=True)
@@ -69,9 +80,9 @@ def test_local_stream_segment_by_segment(sdk):
     assert done.text and done.usage.type == "duration" and done.usage.seconds > 55
 
 
-def test_stream_json_dialect_and_text_matches_non_streaming(gw):
+def test_stream_json_dialect_and_text_matches_non_streaming(server):
     body = {"model": "local/whisper-base", "input_audio": {"data": b64(JFK.read_bytes()), "format": "flac"}}
-    with httpx.Client(base_url=gw.url, timeout=300) as c:
+    with httpx.Client(base_url=server.url, timeout=300, headers=NO_STORE) as c:
         plain = c.post("/api/v1/audio/transcriptions", json=body).json()
         with c.stream("POST", "/api/v1/audio/transcriptions", json={**body, "stream": True}) as r:
             assert r.status_code == 200
@@ -85,6 +96,7 @@ def test_stream_json_dialect_and_text_matches_non_streaming(gw):
     assert done["usage"]["cost"] == 0 and abs(done["usage"]["seconds"] - 11.0) < 0.05
 
 
+@pytest.mark.slow  # a minute of audio, twice
 def test_chunked_long_audio_streams_in_order(sdk):
     parts = [load_clip(p) for p in sorted(DEV_AUDIO.glob("librispeech_test-other_1688-*.flac"))[:8]]
     gap = np.zeros(8000, np.float32)
@@ -101,8 +113,8 @@ def test_chunked_long_audio_streams_in_order(sdk):
     assert wer([plain.text], [done.text]).wer < 0.02
 
 
-def test_stream_bad_input_is_a_plain_4xx(gw):
-    with httpx.Client(base_url=gw.url, timeout=60) as c:
+def test_stream_bad_input_is_a_plain_4xx(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
         r = c.post("/v1/audio/transcriptions", files={"file": ("x.wav", b"RIFF0000WAVEjunk", "audio/wav")},
                    data={"model": "local/whisper-base", "stream": "true"})
         assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
@@ -218,8 +230,8 @@ def sse_events(raw_chunks) -> list[dict]:
 
 
 @pytest.mark.parametrize("fmt", ["pcm", "mp3", "wav"])
-def test_speech_sse_with_openai_sdk(sdk, fmt):
-    with sdk.audio.speech.with_streaming_response.create(model="local/hibari", voice="heart", input=FIVE_SENTENCES,
+def test_speech_sse_with_openai_sdk(shared_sdk, fmt):
+    with shared_sdk.audio.speech.with_streaming_response.create(model="local/hibari", voice="heart", input=FIVE_SENTENCES,
                                                          response_format=fmt, stream_format="sse") as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = sse_events(resp.iter_bytes())
@@ -237,9 +249,9 @@ def test_speech_sse_with_openai_sdk(sdk, fmt):
     assert 8 < seconds < 40
 
 
-def test_speech_first_bytes_before_the_end(gw):
+def test_speech_first_bytes_before_the_end(server):
     """The raw stream arrives in several pieces (the first sentence is sent before the rest is made)."""
-    with httpx.Client(base_url=gw.url, timeout=120) as c:
+    with httpx.Client(base_url=server.url, timeout=120) as c:
         with c.stream("POST", "/api/v1/audio/speech", json={"model": "local/hibari", "input": FIVE_SENTENCES}) as r:
             assert r.status_code == 200
             pieces = [len(x) for x in r.iter_raw() if x]

@@ -12,7 +12,7 @@ import pytest
 
 from audiorouter.audio.subtitles import LINE_CHARS, MAX_CUE_SECONDS, MAX_LINES, to_srt, to_vtt
 from audiorouter.core.types import Segment, Transcript, Word
-from conftest import DEV_AUDIO
+from conftest import DEV_AUDIO, slow_except
 from wer import normalize
 
 CLIPS = [
@@ -76,23 +76,32 @@ def check_cues(cues: list[Cue], duration: float, words: str) -> None:
     assert normalize(" ".join(" ".join(c.lines) for c in cues)) == normalize(words)
 
 
+class Transcripts(dict):
+    """verbose_json with word timings for each clip, straight from the server; each clip transcribed when a
+    test first asks for it (`make test-fast` runs the checks on the first clip only)."""
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url = url
+
+    def __missing__(self, name: str) -> dict:
+        import httpx
+        lang = dict(CLIPS)[name]
+        body = {"model": "local/whisper-base", "response_format": "verbose_json",
+                "timestamp_granularities": ["word", "segment"],
+                "input_audio": {"data": base64.b64encode((DEV_AUDIO / name).read_bytes()).decode(),
+                                "format": name.rsplit(".", 1)[1]}}
+        if lang:
+            body["language"] = lang
+        r = httpx.post(self.url + "/api/v1/audio/transcriptions", json=body, timeout=600)
+        assert r.status_code == 200, r.text
+        self[name] = r.json()
+        return self[name]
+
+
 @pytest.fixture(scope="module")
-def transcripts(server):
-    """verbose_json with word timings for each clip, straight from the server."""
-    import httpx
-    out = {}
-    with httpx.Client(base_url=server.url, timeout=600) as c:
-        for name, lang in CLIPS:
-            body = {"model": "local/whisper-base", "response_format": "verbose_json",
-                    "timestamp_granularities": ["word", "segment"],
-                    "input_audio": {"data": base64.b64encode((DEV_AUDIO / name).read_bytes()).decode(),
-                                    "format": name.rsplit(".", 1)[1]}}
-            if lang:
-                body["language"] = lang
-            r = c.post("/api/v1/audio/transcriptions", json=body)
-            assert r.status_code == 200, r.text
-            out[name] = r.json()
-    return out
+def transcripts(server) -> Transcripts:
+    return Transcripts(server.url)
 
 
 def _post_subtitles(client, name, lang, fmt, path):
@@ -107,7 +116,7 @@ def _post_subtitles(client, name, lang, fmt, path):
     return client.post(path, json=body)
 
 
-@pytest.mark.parametrize("name,lang", CLIPS)
+@pytest.mark.parametrize("name,lang", slow_except(CLIPS, CLIPS[0]))
 @pytest.mark.parametrize("path", ["/api/v1/audio/transcriptions", "/v1/audio/transcriptions"])
 def test_srt_over_http(client, transcripts, name, lang, path):
     r = _post_subtitles(client, name, lang, "srt", path)
@@ -118,7 +127,7 @@ def test_srt_over_http(client, transcripts, name, lang, path):
     check_cues(parse_srt(r.text), t["duration"], words)
 
 
-@pytest.mark.parametrize("name,lang", CLIPS)
+@pytest.mark.parametrize("name,lang", slow_except(CLIPS, CLIPS[0]))
 def test_vtt_over_http(client, transcripts, name, lang):
     r = _post_subtitles(client, name, lang, "vtt", "/api/v1/audio/transcriptions")
     assert r.status_code == 200, r.text
@@ -137,7 +146,7 @@ def _segments_only(t: dict) -> Transcript:
     return Transcript(text=t["text"], language=t["language"], duration=t["duration"], segments=segs)
 
 
-@pytest.mark.parametrize("name,lang", CLIPS)
+@pytest.mark.parametrize("name,lang", slow_except(CLIPS, CLIPS[0]))
 def test_segment_cues_from_real_transcripts(transcripts, name, lang):
     t = transcripts[name]
     transcript = _segments_only(t)

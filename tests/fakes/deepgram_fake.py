@@ -16,7 +16,9 @@ import time
 import uuid
 from typing import Any
 
-from .google_fake import RawFaults, hear_audio, measure, s16
+import numpy as np
+
+from .google_fake import RawFaults, hear_audio, hear_tone_speakers, measure, s16
 from .runner import Call, FakeServer, Reply, encode_audio, split_chunks, tone
 
 BOOL_PARAMS = {"smart_format", "punctuate", "utterances", "diarize", "detect_language", "numerals",
@@ -43,8 +45,11 @@ MAX_CHARS = 2000
 class DeepgramFake(RawFaults, FakeServer):
     prefix = "/v1"
 
-    def __init__(self, api_key: str = "dg-test-key"):
+    def __init__(self, api_key: str = "dg-test-key", *, tone_speakers: bool = False):
         super().__init__(api_key)
+        # tone_speakers: audio is tone-burst words in two pitches and diarization tells the pitches apart,
+        # numbering speakers per request (google_fake.hear_tone_speakers), as Deepgram does
+        self.tone_speakers = tone_speakers
 
     def error(self, status: int, message: str, code: str | None = None, **kw: Any) -> Reply:
         code = code or {400: "Bad Request", 401: "INVALID_AUTH", 402: "ASR_PAYMENT_REQUIRED", 403: "FORBIDDEN",
@@ -106,7 +111,16 @@ class DeepgramFake(RawFaults, FakeServer):
             return self.reject(400, "Bad Request: failed to process audio: corrupt or unsupported data")
         diarize = call.q1("diarize") == "true"
         punct = call.q1("punctuate") == "true" or call.q1("smart_format") == "true"
-        heard, lang = hear_audio(info, call.index, diarize)
+        if self.tone_speakers:
+            if raw is None or raw[1] != 1:
+                return self.reject(400, "this fake hears tone speakers in mono linear16 only")
+            heard, lang = hear_tone_speakers(np.frombuffer(call.body, "<i2") / 32768.0, raw[0]), "en"
+            voice_of: dict[int, str] = {}
+            for h in heard:
+                voice_of.setdefault(h.speaker, h.word)
+            call.info["speakers"] = [voice_of[k] for k in sorted(voice_of)]  # the voice of speaker 0, 1
+        else:
+            heard, lang = hear_audio(info, call.index, diarize)
 
         def word(h) -> dict[str, Any]:
             w: dict[str, Any] = {"word": h.word, "start": h.start, "end": h.end, "confidence": 0.97}

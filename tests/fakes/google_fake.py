@@ -9,7 +9,9 @@ POST /v2/projects/{project}/locations/{location}/recognizers/{recognizer}:recogn
     metadata}; durations are protobuf JSON strings ("1.500s").
 POST /v1beta/models/{model}:generateContent
     JSON {contents: [{parts: [{text}]}], generationConfig: {responseModalities: ["AUDIO"], speechConfig:
-    {voiceConfig: {prebuiltVoiceConfig: {voiceName}}}}}. Answer candidates[0].content.parts[0].inlineData
+    {voiceConfig: {prebuiltVoiceConfig: {voiceName}}} or, for a dialogue, {multiSpeakerVoiceConfig:
+    {speakerVoiceConfigs: [{speaker, voiceConfig: {prebuiltVoiceConfig: {voiceName}}}] (exactly two)}}, and
+    languageCode?}. Answer candidates[0].content.parts[0].inlineData
     {mimeType "audio/L16;codec=pcm;rate=24000", data: base64 s16le}, usageMetadata (token counts).
 Auth: `x-goog-api-key` (or ?key=), else `Authorization: Bearer <token>` (+ x-goog-user-project). An invalid
 API key is a 400 INVALID_ARGUMENT with reason API_KEY_INVALID, as Google answers it.
@@ -18,7 +20,8 @@ Errors: {"error": {"code", "message", "status", "details"}}.
 Also here: what the Google, Deepgram and ElevenLabs fakes "hear". Audio whose bytes are a file of the dev
 set is transcribed as that file's reference text (manifest.jsonl); other audio as placeholder words
 "c<call>w<i>", one per half second. Words are spread evenly over the measured duration; with diarization
-the first half is one speaker and the rest another.
+the first half is one speaker and the rest another. hear_tone_speakers: audio of tone-burst "words" in two
+pitches, each pitch a speaker, numbered per request (for speakers across long-audio chunks).
 """
 from __future__ import annotations
 
@@ -117,6 +120,42 @@ def hear_audio(info: dict[str, Any], call_no: int, diarize: bool) -> tuple[list[
     return words, lang
 
 
+# Two "voices" for diarization tests: words are tone bursts, a low voice under 350 Hz and a high one above.
+TONE_VOICES = ("lo", "hi")
+
+
+def hear_tone_speakers(samples: np.ndarray, rate: int) -> list[HeardWord]:
+    """Words in audio made of tone bursts (tests/test_diarize_chunks.py): each run of sound of at least 0.1 s
+    is a word, "lo" or "hi" by its pitch, and speakers are numbered 0, 1 in order of first appearance IN THIS
+    REQUEST, as Deepgram and ElevenLabs number them; so the same voice can be speaker 0 in one request and 1
+    in the next."""
+    hop = max(1, rate // 100)  # 10 ms frames
+    n = len(samples) // hop
+    if n == 0:
+        return []
+    frames = samples[:n * hop].astype(np.float64).reshape(n, hop)
+    loud = np.sqrt((frames ** 2).mean(axis=1)) > 0.02
+    words: list[HeardWord] = []
+    order: dict[str, int] = {}
+    i = 0
+    while i < n:
+        if not loud[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and loud[j]:
+            j += 1
+        if j - i >= 10:
+            seg = samples[i * hop:j * hop].astype(np.float64)
+            spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+            freq = float(np.argmax(spec)) * rate / len(seg)
+            voice = TONE_VOICES[0] if freq < 350 else TONE_VOICES[1]
+            spk = order.setdefault(voice, len(order))
+            words.append(HeardWord(voice, voice, round(i * hop / rate, 3), round(j * hop / rate, 3), spk))
+        i = j
+    return words
+
+
 def s16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
@@ -127,6 +166,7 @@ GEMINI_VOICES = {"Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "
                  "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird",
                  "Zubenelgenubi", "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat"}
 TTS_MODELS = {"gemini-2.5-flash-preview-tts", "gemini-2.5-pro-preview-tts"}
+SPEECH_CONFIG_FIELDS = {"voiceConfig", "multiSpeakerVoiceConfig", "languageCode"}
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
                 504: "DEADLINE_EXCEEDED"}
@@ -266,6 +306,36 @@ class GoogleFake(RawFaults, FakeServer):
                                         "totalBilledDuration": f"{math.ceil(info['duration'])}s"}})
 
     # ---- Gemini generateContent (TTS) -----------------------------------------------------------------
+    @staticmethod
+    def check_speakers(msc: Any) -> str | None:
+        """speechConfig.multiSpeakerVoiceConfig as the Gemini API types it (google-genai types.MultiSpeakerVoiceConfig
+        {speakerVoiceConfigs: [SpeakerVoiceConfig {speaker, voiceConfig: {prebuiltVoiceConfig: {voiceName}}}]});
+        Gemini TTS speaks a dialogue of exactly two speakers (ai.google.dev/gemini-api/docs/speech-generation,
+        checked 2026-12-07). The problem, or None."""
+        if not isinstance(msc, dict) or set(msc) != {"speakerVoiceConfigs"}:
+            return "multi_speaker_voice_config: expected exactly the field speaker_voice_configs"
+        cfgs = msc["speakerVoiceConfigs"]
+        if not isinstance(cfgs, list) or len(cfgs) != 2:
+            n = len(cfgs) if isinstance(cfgs, list) else 0
+            return f"The number of enabled_voices ({n}) must be equal to 2."
+        names = []
+        for c in cfgs:
+            if not isinstance(c, dict) or set(c) != {"speaker", "voiceConfig"}:
+                return "speaker_voice_configs[]: expected exactly speaker and voice_config"
+            if not isinstance(c["speaker"], str) or not c["speaker"].strip():
+                return "speaker_voice_configs[].speaker: must not be empty"
+            vc = c["voiceConfig"]
+            if not isinstance(vc, dict) or set(vc) != {"prebuiltVoiceConfig"} \
+                    or not isinstance(vc["prebuiltVoiceConfig"], dict) \
+                    or set(vc["prebuiltVoiceConfig"]) != {"voiceName"}:
+                return "speaker_voice_configs[].voice_config: expected prebuilt_voice_config {voice_name}"
+            if vc["prebuiltVoiceConfig"]["voiceName"] not in GEMINI_VOICES:
+                return f"Voice name {vc['prebuiltVoiceConfig']['voiceName']} is not supported."
+            names.append(c["speaker"])
+        if len(set(names)) != len(names):
+            return "speaker_voice_configs: speaker names must be unique"
+        return None
+
     def generate(self, call: Call, model: str, method: str) -> Reply:
         if method != "generateContent":
             return self.reject(404, f"Method not found: {method}")
@@ -289,9 +359,23 @@ class GoogleFake(RawFaults, FakeServer):
             return self.reject(400, "The requested combination of response modalities (TEXT) is not supported "
                                     "by the model.")
         sc = gc.get("speechConfig") or {}
-        voice = ((sc.get("voiceConfig") or {}).get("prebuiltVoiceConfig") or {}).get("voiceName")
-        if voice not in GEMINI_VOICES:
-            return self.reject(400, f"Voice name {voice} is not supported.")
+        for k in sc:
+            if k not in SPEECH_CONFIG_FIELDS:
+                return self.reject(400, f'Invalid JSON payload received. Unknown name "{k}" at '
+                                        f"'generation_config.speech_config': Cannot find field.")
+        if "multiSpeakerVoiceConfig" in sc:
+            if "voiceConfig" in sc:
+                return self.reject(400, "speech_config: voice_config and multi_speaker_voice_config are mutually "
+                                        "exclusive.")
+            bad = self.check_speakers(sc["multiSpeakerVoiceConfig"])
+            if bad is not None:
+                return self.reject(400, bad)
+            call.info["speakers"] = {c["speaker"]: c["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"]
+                                     for c in sc["multiSpeakerVoiceConfig"]["speakerVoiceConfigs"]}
+        else:
+            voice = ((sc.get("voiceConfig") or {}).get("prebuiltVoiceConfig") or {}).get("voiceName")
+            if voice not in GEMINI_VOICES:
+                return self.reject(400, f"Voice name {voice} is not supported.")
         if not text.strip():
             return self.reject(400, "* GenerateContentRequest.contents[0].parts[0].text: empty text")
         seconds = max(0.3, SECONDS_PER_CHAR * len(text))

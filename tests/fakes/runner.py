@@ -197,6 +197,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as real API servers set it: with Nagle's algorithm on, a streamed answer's small
+            # chunks wait for the client's delayed ACK (~40 ms stalls that looked like gateway overhead)
+            disable_nagle_algorithm = True
 
             def log_message(self, *a: Any) -> None:
                 pass

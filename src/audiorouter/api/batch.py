@@ -36,6 +36,7 @@ from ..store.ledger import NewGeneration, Settlement
 from .auth import principal
 from .context import services
 from .generations import caller_keys, estimate_nano, plan_any_length, store_unavailable
+from .json_body import SpooledBase64
 from .parsing import parse_json, read_body, transcription_from_form, transcription_from_json
 from .render import render_transcript, transcript_payload
 from .url_input import fetch_audio
@@ -88,9 +89,10 @@ def _idempotency(value: Any, header: str | None) -> str | None:
 
 
 async def _parse(request: Request, spool: str) -> tuple[TranscriptionRequest, dict[str, Any], str]:
-    """The body. A multipart upload (of any size up to AUDIOROUTER_JOBS_MAX_UPLOAD_BYTES) is written to the
-    file `spool` as it is parsed, never held in memory; a JSON body's base64 audio is decoded in memory as
-    it arrives (api/json_body.py), within the same limit."""
+    """The body, of any size up to AUDIOROUTER_JOBS_MAX_UPLOAD_BYTES, never held in memory: a multipart upload's
+    file is written to the file `spool` as it is parsed; a JSON body's base64 input_audio.data is decoded piece
+    by piece as it arrives straight into that file (api/json_body.py). Either way the request's audio is then
+    the file (Audio.path)."""
     settings = services(request).settings
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith("multipart/form-data"):
@@ -99,9 +101,20 @@ async def _parse(request: Request, spool: str) -> tuple[TranscriptionRequest, di
                                             to_file=spool)
         return req, fields, "file"
     if ctype.startswith("application/json"):
-        data = parse_json(await read_body(request, int(settings.jobs_max_upload_bytes), audio=True))
+        # (the decoded pieces, up to 3/4 of a network chunk each, are written to the page cache on the loop)
+        f = await asyncio.to_thread(open, spool, "w+b")
+        try:
+            data = parse_json(await read_body(request, int(settings.jobs_max_upload_bytes), audio=True, spool=f))
+        finally:
+            f.close()
         extras: dict[str, Any] = {k: data.pop(k) for k in ("webhook", "idempotency_key") if k in data}
-        return transcription_from_json(data, "transcribe"), extras, "input_audio.data"
+        ia = data.get("input_audio")
+        spooled = isinstance(ia, dict) and isinstance(ia.get("data"), SpooledBase64)
+        req = transcription_from_json(data, "transcribe")  # checks the fields (the audio's head for sniffing)
+        if spooled:  # the decoded audio is in the spool file: the request's audio is that file
+            req.audio.data = b""
+            req.audio.path = spool
+        return req, extras, "input_audio.data"
     raise InvalidRequest(f"Content-Type: {ctype!r} is not supported; send application/json or multipart/form-data",
                          param="Content-Type", status=415)
 

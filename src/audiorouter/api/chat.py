@@ -19,7 +19,8 @@ from ..audio.sniff import canonical, sniff
 from ..core.chat import CHAT_INPUT_FORMATS, CHAT_OUTPUT_FORMATS, ChatDelta, ChatMessage, ChatRequest, InputAudioPart
 from ..core.errors import GatewayError, InvalidRequest
 from ..core.types import Audio
-from ..jobs.chat import AudioMemory, ChatJob, ChatResult
+from ..jobs.chat import ChatAudioStore, ChatJob, ChatResult
+from ..jobs.transcription import get_cache
 from .auth import principal
 from .context import route_headers, services
 from .errors import dialect_of, error_body
@@ -168,6 +169,9 @@ def chat_from_json(data: dict[str, Any]) -> ChatRequest:
     md = data.get("metadata")
     if md is not None and not isinstance(md, dict):
         raise InvalidRequest(f"metadata: expected an object, got {_kind(md)}", param="metadata")
+    cache = _bool(data, "cache")
+    if cache is not None:
+        req.extra["cache"] = cache
     req.user = _str(data, "user")
     req.session_id = _str(data, "session_id")
     req.provider = parse_provider(data.get("provider"))
@@ -262,10 +266,11 @@ async def _events(request: Request, req: ChatRequest, job: ChatJob, deltas: Asyn
         await asyncio.shield(tracker.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None))
 
 
-def _memory(request: Request) -> AudioMemory:
+def _memory(request: Request) -> ChatAudioStore:
+    """The spoken answers' store on the app's database (shared by every replica on it)."""
     mem = getattr(request.app.state, "chat_audio_memory", None)
     if mem is None:
-        mem = request.app.state.chat_audio_memory = AudioMemory()
+        mem = request.app.state.chat_audio_memory = ChatAudioStore(request.app.state.store.db)
     return mem
 
 
@@ -280,7 +285,8 @@ async def chat_completions(request: Request) -> Response:
     req = chat_from_json(parse_json(await read_body(request, svc.settings.max_body_bytes)))
     await caller_keys(request, req)
     p = principal(request)
-    job = ChatJob(svc.router, req, svc.settings, memory=_memory(request), namespace=p.hash if p is not None else "")
+    job = ChatJob(svc.router, req, svc.settings, memory=_memory(request), namespace=p.hash if p is not None else "",
+                  cache=get_cache(request.app, svc.settings), cache_control=request.headers.get("cache-control"))
     await job.prepare()
     if req.stream:
         tracker = track(request, req, seconds=job.audio_seconds or None, cands=job.cands)

@@ -4,7 +4,8 @@ An OpenRouter transcription body is a few hundred bytes of JSON around one big s
 (base64 of the audio file). `BodyScanner` is fed the body chunk by chunk; it copies everything except that
 string's text into a small skeleton (the string's place holds a random placeholder string) and decodes the
 string piece by piece, 4-character aligned, straight into one buffer. The whole text is never held: a
-25 MB body costs the decoded audio (3/4 of it) plus a chunk.
+25 MB body costs the decoded audio (3/4 of it) plus a chunk. `BodyScanner(spool=f)` decodes into the open
+file f instead (the batch jobs' bodies, of any size: a chunk, whatever the size), answering a SpooledBase64.
 
 Equivalence with `orjson.loads(body)` followed by `parsing.decode_b64(data["input_audio"]["data"])`, which
 the tests check on arbitrary chunk splits:
@@ -28,7 +29,7 @@ import itertools
 import os
 import re
 import secrets
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -83,6 +84,20 @@ class StreamedBase64:
 
     def __repr__(self) -> str:
         return f"StreamedBase64(bytes={len(self.data)}, error={self.error!r}, blank={self.blank})"
+
+
+class SpooledBase64(StreamedBase64):
+    """input_audio.data decoded into a file instead of memory (`BodyScanner(spool=f)`, the batch jobs' upload of
+    any size): `data` is only the audio's first bytes (what sniffing needs), `size` the whole."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, head: bytes, size: int, error: str | None, blank: bool):
+        super().__init__(head, error, blank)
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"SpooledBase64(size={self.size}, error={self.error!r}, blank={self.blank})"
 
 
 class StringError:
@@ -226,15 +241,39 @@ class _Base64Sink:
         self.finish()
         data = self.out.getvalue()
         self.out.close()
-        if self.non_ascii:
-            err = NON_ASCII
-        elif self.invalid:
-            err = ALPHABET
-        elif not data:
-            err = EMPTY
-        else:
-            err = None
+        err = self._error(bool(data))
         return StreamedBase64(data if err is None else b"", err, self.blank)
+
+    def _error(self, got_bytes: bool) -> str | None:
+        if self.non_ascii:
+            return NON_ASCII
+        if self.invalid:
+            return ALPHABET
+        return None if got_bytes else EMPTY
+
+
+SPOOL_HEAD = 1024 * 1024  # what SpooledBase64.data keeps of the audio's start
+
+
+class _SpoolSink(_Base64Sink):
+    """The same decoding, written to an open binary file (the caller's, left open) instead of a BytesIO."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self.out = out  # type: ignore[assignment]
+
+    def result(self) -> StreamedBase64:
+        self.finish()
+        out = self.out
+        size = out.tell()
+        err = self._error(size > 0)
+        head = b""
+        if err is None:
+            out.flush()
+            out.seek(0)
+            head = out.read(SPOOL_HEAD)
+            out.seek(size)
+        return SpooledBase64(head, size, err, self.blank)
 
 
 _ALNUM = re.compile(rb"[A-Za-z0-9+/]*")
@@ -260,7 +299,8 @@ class BodyScanner:
     # modes
     START, TOKENS, STRING, PASS = range(4)
 
-    def __init__(self) -> None:
+    def __init__(self, spool: BinaryIO | None = None) -> None:
+        self.spool = spool           # a file to decode input_audio.data into (result: SpooledBase64), else memory
         self.mode = self.START
         self.skel = bytearray()
         self.buf = bytearray()       # TOKENS: bytes not yet tokenized (an unfinished token)
@@ -414,7 +454,7 @@ class BodyScanner:
         self.str_line = prefix.count(b"\n") + 1
         self.str_pos = _cps(prefix) + 1  # after the opening quote
         self.str_col = _cps(prefix[nl + 1:]) + 2
-        self.sink = _Base64Sink()
+        self.sink = _Base64Sink() if self.spool is None else _SpoolSink(self.spool)
         self.extracted = True
         self.mode = self.STRING
         rest = bytes(buf[i + 1:])

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core.errors import InvalidRequest, NotFound
+from ..core.types import SPEECH_FORMATS
 from ..providers.chat import chat_client
 from ..routing.catalog import Endpoint, Model
 from ..routing.chat import ChatPlanner, hears, speaks
@@ -16,6 +17,7 @@ from ..routing.router import LOCAL_STT, LOCAL_TTS
 from .context import services
 
 router = APIRouter()
+API_SPEED_RANGE = (0.25, 4.0)  # what a speech request may ask (api/parsing.py); an adapter's speed_range narrows it
 MODALITIES = {"text", "image", "file", "audio", "video", "embeddings", "speech", "transcription", "rerank"}
 
 
@@ -69,6 +71,61 @@ def supported_parameters(m: Model, eps: list[Endpoint]) -> list[str]:
     return params
 
 
+def voice_entries(m: Model) -> list[dict[str, Any]]:
+    """Each voice of a speech model: id, name, language and gender where known, preview text (the catalog's
+    voice_details; the model's preview text for voices without their own), whether it is the default."""
+    out = []
+    for v in m.voices:
+        info = m.voice_details.get(v)
+        out.append({"id": v, "name": (info.name if info and info.name else v), "default": v == m.default_voice,
+                    "language": info.language if info else None, "gender": info.gender if info else None,
+                    "preview_text": (info.preview_text if info and info.preview_text else m.voice_preview_text)})
+    return out
+
+
+def speed_range(request: Request, e: Endpoint) -> tuple[float, float]:
+    adapter = services(request).router.adapters.get(e.provider)
+    lo, hi = getattr(adapter, "speed_range", None) or API_SPEED_RANGE
+    return max(lo, API_SPEED_RANGE[0]), min(hi, API_SPEED_RANGE[1])
+
+
+def speech_parameters(request: Request, m: Model, eps: list[Endpoint]) -> dict[str, Any]:
+    """OpenRouter's SpeechSupportedParameters for these endpoints (their envelope: enums unioned, ranges
+    widened): voice {type: enum, values} (unknown when the catalog lists none), response_format {type: enum,
+    values}, speed {type: range, min, max} where the endpoints take a speed, instructions {type: unknown} where
+    they take instructions."""
+    out: dict[str, Any] = {"voice": {"type": "enum", "values": list(m.voices)} if m.voices else {"type": "unknown"},
+                           "response_format": {"type": "enum", "values": list(SPEECH_FORMATS)}}
+    speeds = [speed_range(request, e) for e in eps if e.capabilities.speed]
+    if speeds:
+        out["speed"] = {"type": "range", "min": min(lo for lo, _ in speeds), "max": max(hi for _, hi in speeds)}
+    if any(e.capabilities.instructions for e in eps):
+        out["instructions"] = {"type": "unknown"}
+    return out
+
+
+def speech_model_json(request: Request, m: Model) -> dict[str, Any]:
+    """A speech model in OpenRouter's SpeechModelResponse shape (GET /api/v1/audio/speech/models): the model's
+    parameters as the envelope of its endpoints', and each endpoint with its own; `voices` (ours) describes
+    each voice."""
+    svc = services(request)
+    eps = model_endpoints(request, m)
+    text_in = [{"type": "text"}]
+
+    def speech_out(these: list[Endpoint]) -> list[dict[str, Any]]:
+        return [{"type": "speech", "supported_parameters": speech_parameters(request, m, these)}]
+
+    endpoints = []
+    for e in eps:
+        spec = svc.router.catalog.providers.get(e.provider)
+        endpoints.append({"provider_name": spec.name if spec else e.provider, "provider_slug": e.provider,
+                          "input_modalities": text_in, "output_modalities": speech_out([e]),
+                          "available": svc.router.usable(e)})
+    return {"id": m.id, "name": m.name, "description": m.description or "", "created": m.created,
+            "input_modalities": text_in, "output_modalities": speech_out(eps), "endpoints": endpoints,
+            "voices": voice_entries(m)}
+
+
 def architecture(m: Model) -> dict[str, Any]:
     if m.kind == "chat":
         ins = ["text"] + (["audio"] if hears(m) else [])
@@ -118,6 +175,7 @@ def model_json(request: Request, m: Model) -> dict[str, Any]:
                    if any((limits.max_bytes, limits.max_seconds, limits.max_characters)) else None),
         "supported_parameters": supported_parameters(m, usable or eps),
         "supported_voices": m.voices or None if m.kind == "speech" or (m.kind == "chat" and speaks(m)) else None,
+        **({"voices": voice_entries(m)} if m.kind == "speech" else {}),  # ours: each voice described
         "expiration_date": m.expiration_date,
         "default_parameters": None,
         "links": {"details": f"/api/v1/models/{m.id}/endpoints"},
@@ -229,29 +287,46 @@ async def model_endpoints_route(request: Request, author: str, slug: str) -> Res
 async def voices(request: Request) -> Response:
     svc = services(request)
     mid = request.query_params.get("model")
-    models = list(svc.router.catalog.by_kind("speech"))
-    if mid:
-        m = svc.router.catalog.find(mid)
-        if m is None:
-            raise NotFound(f"model: {mid!r} does not exist", param="model",
-                           metadata={"suggestions": svc.router.catalog.suggestions(mid, "speech")})
-        if m.kind != "speech":
-            raise InvalidRequest(f"model: {m.id} is not a speech model", param="model")
-        models = [m]
+    models = [_find_speech_model(svc, mid)] if mid else list(svc.router.catalog.by_kind("speech"))
     data = []
     for m in models:
         aliases = sorted({k for e in m.endpoints for k in e.voice_map})
         custom = any(e.capabilities.custom_voices for e in m.endpoints)
-        for v in m.voices:
-            info = m.voice_details.get(v)
-            data.append({"id": v, "name": (info.name if info and info.name else v), "model": m.id,
-                         "default": v == m.default_voice,
-                         "language": info.language if info else None, "gender": info.gender if info else None,
-                         "preview_text": (info.preview_text if info and info.preview_text else m.voice_preview_text),
-                         "custom_voices": custom})
+        for v in voice_entries(m):
+            data.append({**v, "model": m.id, "custom_voices": custom})
         for a in aliases:
             data.append({"id": a, "name": a, "model": m.id, "alias_of": m.endpoints[0].voice_map[a], "default": False})
     return Response(orjson.dumps({"data": data}), media_type="application/json")
+
+
+def _speech_model(request: Request, author: str, slug: str) -> Model:
+    return _find_speech_model(services(request), f"{author}/{slug}")
+
+
+def _find_speech_model(svc: Any, mid: str) -> Model:
+    """The speech model `mid` names: a 404 with suggestions when there is none, a 400 when it is not speech."""
+    m = svc.router.catalog.find(mid)
+    if m is None:
+        raise NotFound(f"model: {mid!r} does not exist", param="model",
+                       metadata={"suggestions": svc.router.catalog.suggestions(mid, "speech")})
+    if m.kind != "speech":
+        raise InvalidRequest(f"model: {m.id} is not a speech model", param="model")
+    return m
+
+
+@router.get("/api/v1/audio/speech/models")
+async def speech_models(request: Request) -> Response:
+    """OpenRouter's list of text-to-speech models (SpeechModelsListResponse {data: [SpeechModelResponse]})."""
+    models = services(request).router.catalog.by_kind("speech")
+    return Response(orjson.dumps({"data": [speech_model_json(request, m) for m in models]}),
+                    media_type="application/json")
+
+
+@router.get("/api/v1/audio/speech/models/{author}/{slug}")
+async def speech_model(request: Request, author: str, slug: str) -> Response:
+    """One text-to-speech model (OpenRouter's get-speech-model: the SpeechModelResponse itself)."""
+    return Response(orjson.dumps(speech_model_json(request, _speech_model(request, author, slug))),
+                    media_type="application/json")
 
 
 # What is public about each built-in adapter's company, for GET /api/v1/providers (OpenRouter's shape: the

@@ -1,14 +1,15 @@
 """OpenAI audio parameters beyond the basics, read from a dialect body (JSON, or a form already turned into
 the object it stands for by parsing.form_fields): `include`, `chunking_strategy`, `known_speaker_names` /
-`known_speaker_references` (transcription) and voice objects (speech). Shapes as the openai Python SDK 3.52
-types them (audio.transcription_create_params, audio.speech_create_params). Every problem is a 400 naming the
-field."""
+`known_speaker_references` (transcription), voice objects and OpenRouter's multi-speaker `input` turns
+(speech; openrouter SDK 1.3.84 components.SpeechTurn {text, voice?, instructions?}). Shapes as the openai
+Python SDK 3.52 types them (audio.transcription_create_params, audio.speech_create_params). Every problem is a
+400 naming the field."""
 from __future__ import annotations
 
 from typing import Any
 
 from ..core.errors import InvalidRequest
-from ..core.types import TranscriptionRequest
+from ..core.types import SpeechTurn, TranscriptionRequest
 
 INCLUDE = ("logprobs",)
 VAD_FIELDS = {"type", "prefix_padding_ms", "silence_duration_ms", "threshold"}
@@ -78,7 +79,10 @@ def chunking_strategy(v: Any) -> str | dict[str, Any] | None:
 
 def transcription_extras(data: dict[str, Any], req: TranscriptionRequest) -> None:
     """include / chunking_strategy / known speakers from the body into req.extra (absent ones are left out).
-    response_format diarized_json asks for diarization (req.extra["diarize"])."""
+    response_format diarized_json asks for diarization (req.extra["diarize"]). Logprobs travel only in the
+    json answer and in the streamed events (OpenAI: "only works with response_format set to json"): asked
+    with another format they are dropped and named in req.extra["ignored_params"] (X-Ignored-Parameters),
+    or a 400 under provider.require_parameters."""
     if req.response_format == "diarized_json":
         req.extra["diarize"] = True
     inc = _strings(data.get("include"), "include")
@@ -87,7 +91,15 @@ def transcription_extras(data: dict[str, Any], req: TranscriptionRequest) -> Non
             if x not in INCLUDE:
                 raise InvalidRequest(f"include[{i}]: {x[:40]!r} is not one of {', '.join(INCLUDE)}",
                                      param=f"include[{i}]")
-        req.extra["include"] = sorted(set(inc))
+        if "logprobs" in inc and req.response_format != "json" and not req.extra.get("stream"):
+            if req.provider.require_parameters:
+                raise InvalidRequest(f"include: logprobs come back only with response_format json (or stream=true); "
+                                     f"{req.response_format} cannot carry them", param="include",
+                                     code="unsupported_parameter",
+                                     metadata={"parameter": "include", "response_format": req.response_format})
+            req.extra.setdefault("ignored_params", []).append("include")
+        else:
+            req.extra["include"] = sorted(set(inc))
     cs = chunking_strategy(data.get("chunking_strategy"))
     if cs is not None:
         req.extra["chunking_strategy"] = cs
@@ -125,3 +137,36 @@ def voice(v: Any) -> tuple[str | None, bool]:
     if not isinstance(v, str):
         raise InvalidRequest("voice: expected a voice name or an object {\"id\": ...}", param="voice")
     return v.strip() or None, False
+
+
+TURN_FIELDS = ("text", "voice", "instructions")
+
+
+def speech_turns(v: list[Any], voice: str | None) -> tuple[str, list[SpeechTurn] | None, str | None]:
+    """`input` given as turns [{text, voice?, instructions?}]: (the text to speak, the turns, the voice).
+    Turns all in one voice and without their own instructions are plain input in that voice (turns None), so
+    any engine can speak them; otherwise the turns stay, for the engines that speak dialogue (Gemini TTS)."""
+    if not v:
+        raise InvalidRequest("input: a list of turns must not be empty", param="input")
+    turns: list[SpeechTurn] = []
+    for i, t in enumerate(v):
+        if not isinstance(t, dict):
+            raise InvalidRequest(f"input[{i}]: expected a turn {{text, voice?, instructions?}}", param=f"input[{i}]")
+        for k in t:
+            if k not in TURN_FIELDS:
+                raise InvalidRequest(f"input[{i}].{k}: not a field of a turn (use {', '.join(TURN_FIELDS)})",
+                                     param=f"input[{i}].{k}")
+        fields: dict[str, str | None] = {}
+        for k in TURN_FIELDS:
+            x = t.get(k)
+            if x is not None and (not isinstance(x, str) or not x.strip()):
+                raise InvalidRequest(f"input[{i}].{k}: expected a non-empty string", param=f"input[{i}].{k}")
+            fields[k] = x.strip() if isinstance(x, str) and k != "text" else x
+        if fields["text"] is None:
+            raise InvalidRequest(f"input[{i}].text: required field is missing", param=f"input[{i}].text")
+        turns.append(SpeechTurn(str(fields["text"]), fields["voice"], fields["instructions"]))
+    text = "\n".join(t.text for t in turns)
+    voices = list(dict.fromkeys(t.voice or voice for t in turns))
+    if len(voices) == 1 and not any(t.instructions for t in turns):
+        return text, None, voices[0]
+    return text, turns, voice

@@ -8,7 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ..core.chat import CHAT_INPUT_FORMATS, CHAT_OUTPUT_FORMATS
 from ..core.types import SPEECH_FORMATS, TRANSCRIPT_FORMATS
+from .chat import ROLES
 
 _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
@@ -45,11 +47,59 @@ TRANSCRIPTION_FORM = {
 }
 SPEECH_JSON = {
     "type": "object", "required": ["model", "input"],
-    "properties": {"model": _STR, "input": _STR, "instructions": _STR,
+    "properties": {"model": _STR, "instructions": _STR,
+                   # text, or OpenRouter's turns for multi-speaker speech (Gemini TTS: docs/routing.md)
+                   "input": {"anyOf": [_STR, {"type": "array", "minItems": 1, "items": {
+                       "type": "object", "required": ["text"], "additionalProperties": False,
+                       "properties": {"text": _STR, "voice": _STR, "instructions": _STR}}}]},
                    "voice": {"anyOf": [_STR, {"type": "object", "required": ["id"], "properties": {"id": _STR}}]},
                    "response_format": {"type": "string", "enum": sorted(SPEECH_FORMATS)},
                    "speed": {"type": "number", "minimum": 0.25, "maximum": 4},
-                   "stream_format": {"type": "string", "enum": ["audio", "sse"]}, **_ROUTING},
+                   "stream_format": {"type": "string", "enum": ["audio", "sse"]},
+                   # each word's start and end with the audio (a JSON envelope, or speech.timestamps.delta events)
+                   "timestamps": {"type": "string", "enum": ["word", "none"]},
+                   "timestamp_granularities": {"type": "array", "items": {"type": "string", "enum": ["word"]}},
+                   **_ROUTING},
+}
+# POST /chat/completions (api/chat.py): OpenAI's chat request with audio parts, plus OpenRouter's routing fields
+_CHAT_PART = {"anyOf": [
+    {"type": "object", "required": ["type", "text"],
+     "properties": {"type": {"type": "string", "enum": ["text"]}, "text": _STR}},
+    {"type": "object", "required": ["type", "input_audio"],
+     "properties": {"type": {"type": "string", "enum": ["input_audio"]}, "input_audio": {
+         "type": "object", "required": ["data", "format"],
+         "properties": {"data": {"type": "string", "description": "base64 of the audio (a data: URI prefix is "
+                                                                   "stripped; the bytes are sniffed)"},
+                        "format": {"type": "string", "enum": list(CHAT_INPUT_FORMATS)}}}}},
+    {"type": "object", "required": ["type"], "properties": {"type": _STR},
+     "description": "other part types (image_url, file, ...) are relayed to upstreams that take them"},
+]}
+_CHAT_MESSAGE = {
+    "type": "object", "required": ["role"],
+    "properties": {"role": {"type": "string", "enum": list(ROLES)},
+                   "content": {"anyOf": [_STR, {"type": "array", "items": _CHAT_PART}, {"type": "null"}]},
+                   "name": _STR,
+                   "audio": {"type": "object", "required": ["id"], "properties": {"id": _STR},
+                             "description": "an assistant turn: an earlier spoken answer, by its audio id"},
+                   "tool_calls": {"type": "array", "items": {"type": "object"}}, "tool_call_id": _STR},
+}
+_PENALTY = {"type": "number", "minimum": -2, "maximum": 2}
+CHAT_JSON = {
+    "type": "object", "required": ["model", "messages"],
+    "properties": {
+        "model": _STR, "messages": {"type": "array", "minItems": 1, "items": _CHAT_MESSAGE},
+        "modalities": {"type": "array", "items": {"type": "string", "enum": ["text", "audio"]}},
+        "audio": {"type": "object", "required": ["voice", "format"],
+                  "properties": {"voice": _STR, "format": {"type": "string", "enum": list(CHAT_OUTPUT_FORMATS)}},
+                  "description": 'the spoken answer, with modalities ["text", "audio"]'},
+        "stream": _BOOL, "stream_options": {"type": "object", "properties": {"include_usage": _BOOL}},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_tokens": {"type": "integer", "minimum": 1}, "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "stop": {"anyOf": [_STR, {"type": "array", "items": _STR, "maxItems": 4}]}, "seed": {"type": "integer"},
+        "frequency_penalty": _PENALTY, "presence_penalty": _PENALTY, "n": {"type": "integer", "enum": [1]},
+        "metadata": {"type": "object"}, "cache": _BOOL, **_ROUTING,
+    },
 }
 _KEY_FIELDS = {
     "name": {"type": "string", "maxLength": 200}, "limit": {"type": ["number", "null"], "minimum": 0},
@@ -98,6 +148,8 @@ def _bodies(path: str, method: str) -> dict[str, Any] | None:
                 "multipart/form-data": {"schema": TRANSCRIPTION_FORM}}
     if path.endswith("/audio/speech") and method == "post":
         return {"application/json": {"schema": SPEECH_JSON}}
+    if path.endswith("/chat/completions") and method == "post":
+        return {"application/json": {"schema": CHAT_JSON}}
     if path == "/api/v1/keys" and method == "post":
         return {"application/json": {"schema": KEY_CREATE}}
     if path == "/api/v1/keys/{key_hash}" and method == "patch":

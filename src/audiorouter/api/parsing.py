@@ -8,7 +8,7 @@ import base64
 import binascii
 import math
 import re
-from typing import Annotated, Any, Literal, get_args, overload
+from typing import Annotated, Any, BinaryIO, Literal, get_args, overload
 
 import orjson
 from pydantic import AfterValidator, BeforeValidator
@@ -52,11 +52,13 @@ class ScannedBody(bytearray):
     scan: BodyScanner
 
 
-async def read_body(request: Request, limit: int, *, audio: bool = False) -> bytearray:
+async def read_body(request: Request, limit: int, *, audio: bool = False,
+                    spool: BinaryIO | None = None) -> bytearray:
     """The body, refusing (413) as soon as it passes `limit`, with or without Content-Length. A JSON object's
     input_audio.data is decoded while it arrives and not kept as text (parse_json puts it back, decoded), so a
     big base64 upload costs its decoded size, not four times the text (`audio=True`: the transcription
-    bodies; any other body is kept as it came, without the scanner)."""
+    bodies; any other body is kept as it came, without the scanner). `spool`: an open file the decoded audio
+    is written to instead of memory (the batch jobs' bodies; input_audio.data is then a SpooledBase64)."""
     _check_length(request, limit)
     if not audio:
         body, size = bytearray(), 0
@@ -66,7 +68,7 @@ async def read_body(request: Request, limit: int, *, audio: bool = False) -> byt
                 raise _too_large(limit)
             body += chunk
         return body
-    scan = BodyScanner()
+    scan = BodyScanner(spool)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -570,6 +572,31 @@ def _stream_format(v: str) -> str:
     return sf
 
 
+def _timestamps(v: str) -> str:
+    ts = v.strip().lower() or "none"
+    if ts not in ("word", "none"):
+        raise ValueError(f"{ts[:40]!r} is not 'word' or 'none' (word timings are per word)")
+    return ts
+
+
+def speech_timestamps(f: SpeechFields) -> str | None:
+    """`timestamps` ("word" | "none") or OpenRouter's `timestamp_granularities` (["word"]; [] for none) as
+    "word" or None; a granularity speech does not time, or the two fields disagreeing, is a 400."""
+    ts = "word" if f.timestamps == "word" else None
+    grans = f.timestamp_granularities
+    if grans is None:
+        return ts
+    bad = [g for g in grans if g.strip().lower() != "word"]
+    if bad:
+        raise InvalidRequest(f"timestamp_granularities: {bad[0][:40]!r} is not timed for speech; only \"word\"",
+                             param="timestamp_granularities")
+    g = "word" if grans else None
+    if f.timestamps is not None and g != ts:
+        raise InvalidRequest("timestamp_granularities: disagrees with timestamps; send one of the two",
+                             param="timestamp_granularities")
+    return g
+
+
 class SpeechFields(Body):
     """A speech request's options besides model, input and voice, in the order they are checked."""
     response_format: str | None = None  # its default depends on the dialect: checked by speech_from_json
@@ -580,6 +607,8 @@ class SpeechFields(Body):
     models: Strings | None = None
     session_id: str | None = None
     user: str | None = None
+    timestamps: Annotated[str, AfterValidator(_timestamps)] | None = None  # "word": jobs/speech_timings.py
+    timestamp_granularities: Strings | None = None  # OpenRouter's name for the same: ["word"]
 
 
 def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: int) -> SpeechRequest:
@@ -587,10 +616,10 @@ def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: in
     text = data.get("input")
     if text is None:
         raise InvalidRequest("input: required field is missing", param="input")
-    if isinstance(text, list):  # multi-speaker turns: join their text for single-voice engines
-        if not all(isinstance(t, dict) and isinstance(t.get("text"), str) for t in text):
-            raise InvalidRequest("input: expected a string or a list of {text} turns", param="input")
-        text = "\n".join(t["text"] for t in text)
+    turns, turn_voice = None, None
+    if isinstance(text, list):  # multi-speaker turns (OpenRouter's SpeechTurn list): openai_params.speech_turns
+        plain = data.get("voice") if isinstance(data.get("voice"), str) else None
+        text, turns, turn_voice = openai_params.speech_turns(text, plain.strip() or None if plain else None)
     if not isinstance(text, str):
         raise InvalidRequest(f"input: expected a string, got {kind(text)}", param="input")
     if not text.strip():
@@ -609,7 +638,12 @@ def speech_from_json(data: dict[str, Any], *, default_format: str, max_chars: in
         raise InvalidRequest(f"response_format: {fmt[:40]!r} is not one of {', '.join(SPEECH_FORMATS)}",
                              param="response_format")
     voice, voice_object = openai_params.voice(data.get("voice"))  # a name or {"id": ...} (H3)
+    if turns is not None and voice_object:
+        raise InvalidRequest("voice: a voice object cannot be combined with turns in several voices", param="voice")
+    if turn_voice is not None and not voice_object:
+        voice = turn_voice  # turns all in one voice: that voice
     return SpeechRequest(model=model, input=text, voice=voice, voice_object=voice_object, response_format=fmt,
                          speed=1.0 if f.speed is None else f.speed, instructions=f.instructions or None,
                          stream_format=f.stream_format or "audio", provider=routing_prefs(f.provider),
-                         models=f.models, session_id=f.session_id, user=f.user)
+                         models=f.models, session_id=f.session_id, user=f.user, timestamps=speech_timestamps(f),
+                         turns=turns)

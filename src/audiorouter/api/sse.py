@@ -1,5 +1,6 @@
 """Server-Sent Events for our streaming transcription responses in OpenAI's shape (`transcript.text.delta`
-{delta} ... `transcript.text.done` {text, usage}; an `error` event if it fails after the response started).
+{delta} ... `transcript.text.done` {text, logprobs (include[]=logprobs, where the engine had them), usage};
+an `error` event if it fails after the response started). Deltas carry no logprobs: the done event has them all.
 The text comes from the transcription job's `on_text` sink (jobs/transcription.py); reading an upstream's own
 event stream is the adapter's business (providers/openai_compatible.py transcribe_stream)."""
 from __future__ import annotations
@@ -68,8 +69,11 @@ async def transcription_events(job: Any, dialect: str, state: Any = None,
                 if state is not None:
                     state.usage = value.usage
                     state.route = value.route
-                yield event({"type": "transcript.text.done", "text": value.transcript.text,
-                             "usage": usage_payload(value.usage, dialect)})
+                done: dict[str, Any] = {"type": "transcript.text.done", "text": value.transcript.text}
+                if value.transcript.logprobs is not None:  # include[]=logprobs (TranscriptTextDoneEvent.logprobs)
+                    done["logprobs"] = value.transcript.logprobs
+                done["usage"] = usage_payload(value.usage, dialect)
+                yield event(done)
                 return
             else:
                 outcome["error"] = value

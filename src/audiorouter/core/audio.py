@@ -103,3 +103,4 @@ class SpeechStream:
     rate: int
     input_tokens: int | None = None
     output_tokens: int | None = None
+    words: list[Any] | None = None  # the provider's core.types.Word timings, if it gives them (complete once drained)

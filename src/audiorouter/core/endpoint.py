@@ -66,6 +66,7 @@ class Capabilities(Strict):
     chunking_strategy: bool = False  # the upstream takes OpenAI's chunking_strategy ("auto" / server_vad)
     known_speakers: bool = False     # known_speaker_names[] / known_speaker_references[] (diarization)
     custom_voices: bool = False      # speech: a voice object {"id": ...} naming the provider's own voice
+    multi_speaker: bool = False      # speech: input as turns in two voices, one dialogue (Gemini TTS)
     audio_input: bool = False   # chat: input_audio parts
     audio_output: bool = False  # chat: modalities ["text", "audio"]
 

@@ -62,6 +62,15 @@ class TranscriptionRequest:
 
 
 @dataclass
+class SpeechTurn:
+    """One turn of multi-speaker speech (OpenRouter's SpeechTurn): its text, and its voice and delivery
+    instructions where they differ from the request's."""
+    text: str
+    voice: str | None = None
+    instructions: str | None = None
+
+
+@dataclass
 class SpeechRequest:
     model: str
     input: str
@@ -75,6 +84,14 @@ class SpeechRequest:
     models: list[str] | None = None
     session_id: str | None = None
     user: str | None = None
+    timestamps: str | None = None  # "word": each word's start and end with the audio (jobs/speech_timings.py)
+    turns: list[SpeechTurn] | None = None  # multi-speaker input (input as a list of turns); `input` is their text
+
+    @property
+    def speakers(self) -> list[str | None]:
+        """The distinct voices of a multi-speaker request, in order of first turn (a turn without its own voice
+        speaks in the request's); [] for plain input."""
+        return list(dict.fromkeys(t.voice or self.voice for t in self.turns or []))
 
 
 @dataclass

@@ -43,6 +43,7 @@ from . import webhooks
 from .queue import JobQueue
 
 log = logging.getLogger("audiorouter.jobs")
+PLAIN_PREFIX = "plain:"  # a webhook secret stored in clear by an older version (prepare() encrypts them)
 PARAM_FIELDS = ("model", "task", "language", "prompt", "temperature", "response_format", "models", "session_id", "user")
 
 
@@ -238,10 +239,9 @@ class JobRuntime:
             await self.blobs.move_file(audio_key, audio_path)
         else:
             await self.blobs.put_bytes(audio_key, bytes(req.audio.data))
-        secret = None
-        if webhook and webhook.get("secret"):
-            vault = self.store.vault
-            secret = vault.encrypt(webhook["secret"]) if vault.ready else "plain:" + webhook["secret"]
+        # the webhook secret is always encrypted at rest (store/crypto.py: when no key is configured, one is made
+        # once in the data dir; store/keycheck.py keeps every process sharing the database on the same key)
+        secret = self.store.vault.encrypt(webhook["secret"]) if webhook and webhook.get("secret") else None
         values = {"id": job_id, "key_hash": key_hash, "idempotency_key": scoped, "params": params_of(req),
                   "audio_key": audio_key, "audio_bytes": size, "duration_s": duration, "generation_id": generation_id,
                   "reserved_nano": reserved_nano, "include_byok": include_byok, "zdr": bool(req.provider.zdr),
@@ -261,9 +261,16 @@ class JobRuntime:
         s = job.webhook_secret
         if not s:
             return None
-        if s.startswith("plain:"):
-            return s[6:]
+        if s.startswith(PLAIN_PREFIX):  # stored by a version that kept it in clear; encrypted by prepare()
+            return s[len(PLAIN_PREFIX):]
         return self.store.vault.decrypt(s)
+
+    async def prepare(self) -> None:
+        """At start-up (server and worker): encrypt the webhook secrets that older versions stored in clear
+        (`plain:<secret>`, written when no AUDIOROUTER_SECRET_KEY was set). The store has checked its key already."""
+        n = await self.jobs.encrypt_plain_secrets(PLAIN_PREFIX, self.store.vault.encrypt)
+        if n:
+            log.warning("encrypted %d webhook secret(s) that were stored in clear", n)
 
     # ---- cancel --------------------------------------------------------------------------------------------
     async def cancel(self, job_id: str) -> Job | None:

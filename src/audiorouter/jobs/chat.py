@@ -11,10 +11,15 @@ sends its own audio; a cascade endpoint (catalog `cascade:`, e.g. local/voice-ch
 with its transcription model, asks its chat model in text, and speaks the answer with its speech model, sentence
 by sentence: when streamed, the first sentence is synthesized and sent while the LLM is still writing the rest.
 
-Spoken answers get a gateway id (`audio_<hex>`) remembered with their transcript until `expires_at`
-(AudioMemory, per caller key): a later turn's assistant message {"audio": {"id"}} is replaced by that
-transcript, or by the upstream's own id when the same upstream serves again and still holds it. An unknown or
-expired id is a 400 naming messages[i].audio.id. The memory is per process (replicas do not share it)."""
+Spoken answers get a gateway id (`audio_<hex>`) kept with their transcript until `expires_at` in the database
+(store/chat_audio.py, per caller key, shared by every replica on it): a later turn's assistant message
+{"audio": {"id"}} is replaced by that transcript, or by the upstream's own id when the same upstream serves again
+and still holds it. An unknown or expired id is a 400 naming messages[i].audio.id.
+
+A cascade transcribes each audio part through the transcription use case (jobs/transcription.py), so the
+transcript cache applies with the transcription endpoint's keying rules: the same audio, step model and caller key
+give the stored transcript; `Cache-Control: no-cache` / `no-store`, a body `"cache": false` and provider.zdr
+act as they do there."""
 from __future__ import annotations
 
 import asyncio
@@ -23,72 +28,39 @@ import dataclasses
 import math
 import os
 import re
-import secrets
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..audio.decode import decode
+from ..audio.decode import decode, wav_layout
 from ..audio.encode import StreamEncoder, encode_all
-from ..core.audio import PreparedAudio
 from ..core.chat import PCM16_RATE, ChatDelta, ChatMessage, ChatReply, ChatRequest, ChatUsage, InputAudioPart
 from ..core.errors import InvalidRequest, PayloadTooLarge, UpstreamError
-from ..core.types import Audio, SpeechRequest, TranscriptionRequest
+from ..core.types import Audio, RoutingPrefs, SpeechRequest, TranscriptionRequest
 from ..providers.chat import chat_client
-from ..providers.local_chat import LocalChat
+from ..providers.local_chat import VOICE_SYSTEM_PROMPT, LocalChat
+from ..providers.local_hibari import trim_silence
 from ..routing.chat import AUDIO_IN_TOKENS_PER_S, AUDIO_OUT_TOKENS_PER_S, ChatPlanner, chat_cost
 from ..routing.router import Candidate, Route
+from ..store.chat_audio import ChatAudioStore, new_audio_id
+from .transcription import OFF, TranscriptCache, cache_policy, transcribe
+
+__all__ = ["ChatAudioStore", "ChatJob", "ChatResult"]
 
 MAX_AUDIO_PART_BYTES = int(os.environ.get("AUDIOROUTER_CHAT_MAX_AUDIO_BYTES", str(25 * 1024 * 1024)))
 AUDIO_TTL_S = int(os.environ.get("AUDIOROUTER_CHAT_AUDIO_TTL_S", "3600"))
-VOICE_SYSTEM_PROMPT = ("You are a helpful voice assistant. Your answer will be spoken aloud: answer in one to three "
-                       "short, plain sentences, without lists, markdown or emoji.")
 OUT_RATE = PCM16_RATE  # every spoken answer the gateway makes is 24 kHz mono
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_FIRST_CUT = re.compile(r"(?<=[.!?;:,—])\s+|\n+")  # the first piece may also end at a comma or a dash
 MIN_FIRST_SENTENCE = 12  # characters: "Yes." alone is spoken with the next sentence
-
-
-# ---- remembered spoken answers ------------------------------------------------------------------------------
-@dataclass
-class _Spoken:
-    namespace: str
-    transcript: str
-    expires_at: int
-    upstream: dict[str, Any] = field(default_factory=dict)
-
-
-class AudioMemory:
-    """Spoken answers by gateway id until they expire; bounded (oldest dropped first)."""
-
-    def __init__(self, max_items: int = 10000):
-        self._items: dict[str, _Spoken] = {}
-        self.max_items = max_items
-
-    @staticmethod
-    def new_id() -> str:
-        return "audio_" + secrets.token_hex(12)
-
-    def put(self, audio_id: str, namespace: str, transcript: str, expires_at: int,
-            upstream: dict[str, Any] | None = None) -> None:
-        now = time.time()
-        if len(self._items) >= self.max_items:
-            for k in [k for k, v in self._items.items() if v.expires_at <= now]:
-                del self._items[k]
-            while len(self._items) >= self.max_items:
-                del self._items[next(iter(self._items))]
-        self._items[audio_id] = _Spoken(namespace, transcript, expires_at, dict(upstream or {}))
-
-    def get(self, audio_id: str, namespace: str) -> tuple[_Spoken | None, bool]:
-        """(record, expired): None when unknown to this caller."""
-        rec = self._items.get(audio_id)
-        if rec is None or rec.namespace != namespace:
-            return None, False
-        if rec.expires_at <= time.time():
-            return rec, True
-        return rec, False
+MIN_FIRST_CLAUSE = 20  # characters: a first clause this long is spoken before the rest of its sentence is written
+_CLAUSE_MARKS = (",", ";", ":", "—")
+# A piece of speech made on its own starts with ~0.3 s and ends with ~0.5 s of silence; where a sentence was cut
+# at a clause, or at the start of the answer, that is cut to a comma's pause (or next to nothing)
+CLAUSE_TRAIL_S, CLAUSE_LEAD_S, ANSWER_LEAD_S = 0.12, 0.03, 0.05
 
 
 # ---- results --------------------------------------------------------------------------------------------
@@ -101,12 +73,21 @@ class ChatResult:
     expires_at: int | None = None
 
 
-@dataclass
 class _PartAudio:
-    part: InputAudioPart
-    samples: np.ndarray  # 16 kHz mono float32
-    duration: float
-    fmt: str
+    """An audio part measured: its duration, format, and its 16 kHz mono float32 samples, decoded only when a
+    step needs them (a transcoding or a cascade's transcription) where the duration came from a WAV header."""
+
+    def __init__(self, part: InputAudioPart, duration: float, fmt: str, samples: np.ndarray | None = None,
+                 load: Callable[[], np.ndarray] | None = None):
+        self.part, self.duration, self.fmt = part, duration, fmt
+        self._samples, self._load = samples, load
+
+    @property
+    def samples(self) -> np.ndarray:
+        if self._samples is None:
+            assert self._load is not None
+            self._samples = self._load()
+        return self._samples
 
 
 def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
@@ -129,13 +110,23 @@ def _decode_part(p: InputAudioPart) -> _PartAudio:
                                  param=field_name, code="invalid_audio")
         s = np.frombuffer(a.data, "<i2").astype(np.float32) / 32768.0
         s = _resample(s, PCM16_RATE, 16000)
-        return _PartAudio(p, s, s.size / 16000, "pcm16")
+        return _PartAudio(p, s.size / 16000, "pcm16", samples=s)
+    if a.detected_format == "wav":
+        # a frame-based WAV is measured from its header (the relay to an upstream that takes WAV decodes nothing:
+        # a 2.7 s 44.1 kHz question cost 13.5 ms of decoding before)
+        layout = wav_layout(a.data)
+        if layout is not None and layout.frames > 0:
+            return _PartAudio(p, layout.duration, "wav",
+                              load=lambda: decode(a.data, a.declared_format, field=field_name).samples)
     d = decode(a.data, a.declared_format, field=field_name)
-    return _PartAudio(p, d.samples, d.duration, a.detected_format or d.source_format or a.declared_format or "wav")
+    return _PartAudio(p, d.duration, a.detected_format or d.source_format or a.declared_format or "wav",
+                      samples=d.samples)
 
 
 class _Sentences:
-    """Cuts streamed text into sentences to speak (the first as soon as it is long enough)."""
+    """Cuts streamed text into sentences to speak; the first piece as soon as it is long enough, at the end of
+    its first clause (comma, dash) when that is MIN_FIRST_CLAUSE characters long, so that the first audio does
+    not wait for the LLM to write the whole first sentence."""
 
     def __init__(self) -> None:
         self.buf = ""
@@ -145,9 +136,10 @@ class _Sentences:
         self.buf += text
         out = []
         pos = 0
-        while (m := _SENTENCE_END.search(self.buf, pos)) is not None:
+        while (m := (_FIRST_CUT if self.count == 0 else _SENTENCE_END).search(self.buf, pos)) is not None:
             head = self.buf[:m.start()].strip()
-            if self.count == 0 and len(head) < MIN_FIRST_SENTENCE and "\n" not in m.group():
+            least = MIN_FIRST_CLAUSE if head.endswith((",", "—")) else MIN_FIRST_SENTENCE
+            if self.count == 0 and len(head) < least and "\n" not in m.group():
                 pos = m.end()  # "Yes." alone is not worth a synthesis of its own: wait for the next cut
                 continue
             self.buf, pos = self.buf[m.end():], 0
@@ -161,6 +153,26 @@ class _Sentences:
         return [head] if head else []
 
 
+async def _seamed(chunks: AsyncIterator[np.ndarray], lead: float | None,
+                  trail: float | None) -> AsyncIterator[np.ndarray]:
+    """One piece's audio with the silence before it cut to `lead` seconds and the silence after it to `trail`
+    (None: as made); the last chunk is held back until the piece ends when its end is cut."""
+    held: np.ndarray | None = None
+    first = True
+    async for c in chunks:
+        if first and lead is not None:
+            c = trim_silence(c, OUT_RATE, lead=lead)
+        first = False
+        if trail is None:
+            yield c
+            continue
+        if held is not None:
+            yield held
+        held = c
+    if held is not None:
+        yield trim_silence(held, OUT_RATE, trail=trail)
+
+
 def _speakable(text: str) -> str:
     """Markdown and emoji out of what is read aloud (the transcript keeps the text as written)."""
     text = re.sub(r"[*_`#>]+", "", text)
@@ -168,19 +180,26 @@ def _speakable(text: str) -> str:
 
 
 class ChatJob:
-    def __init__(self, router: Any, req: ChatRequest, settings: Any, *, memory: AudioMemory, namespace: str = ""):
+    def __init__(self, router: Any, req: ChatRequest, settings: Any, *, memory: ChatAudioStore, namespace: str = "",
+                 cache: TranscriptCache | None = None, cache_control: str | None = None):
+        """`memory`: the spoken answers' store; `namespace`: the caller key's hash ("" without auth), which scopes
+        audio ids and transcript cache entries; `cache` / `cache_control`: the transcript cache and the request's
+        Cache-Control header (with the body's `cache` flag, req.extra["cache"], and provider.zdr they choose the
+        cache policy of a cascade's transcription step, as on the transcription endpoint)."""
         self.router = router
         self.req = req
         self.settings = settings
         self.memory = memory
         self.namespace = namespace
+        self.cache = cache
+        self.cache_control = cache_control
         self.planner = ChatPlanner(router, chat_client)
         self.parts: dict[int, _PartAudio] = {}
         self.recalled: dict[str, dict[str, Any]] = {}
         self.cands: list[Candidate] = []
         self.route: Route | None = None
         self.audio_seconds = 0.0
-        self.audio_id = AudioMemory.new_id() if req.wants_audio else None
+        self.audio_id = new_audio_id() if req.wants_audio else None
         self.result: ChatResult | None = None
 
     # ---- before anything is sent ---------------------------------------------------------------------------
@@ -188,11 +207,11 @@ class ChatJob:
         for i, m in enumerate(self.req.messages):
             if m.audio_id is None:
                 continue
-            rec, expired = self.memory.get(m.audio_id, self.namespace)
+            rec, expired = await self.memory.get(m.audio_id, self.namespace)
             name = f"messages[{i}].audio.id"
             if rec is None:
                 raise InvalidRequest(f"{name}: {m.audio_id[:60]!r} is not a spoken answer this key received (or it "
-                                     "was made by another server); send the transcript as content instead",
+                                     "expired long ago); send the transcript as content instead",
                                      param=name, code="audio_not_found")
             if expired:
                 raise InvalidRequest(f"{name}: the spoken answer {m.audio_id[:60]!r} expired at {rec.expires_at} "
@@ -247,10 +266,12 @@ class ChatJob:
                                    models=None)
 
     def _finish_usage(self, cand: Candidate, u: ChatUsage) -> ChatUsage:
+        u = self._usage_audio(u)
         u.cost = chat_cost(cand.endpoint.pricing, u)
-        return self._usage_audio(u)
+        return u
 
-    def _remember(self, transcript: str, upstream_id: str | None, upstream_expires: int | None, provider: str) -> int:
+    async def _remember(self, transcript: str, upstream_id: str | None, upstream_expires: int | None,
+                        provider: str) -> int:
         expires = int(time.time()) + AUDIO_TTL_S
         up: dict[str, Any] = {}
         if upstream_id:
@@ -258,7 +279,8 @@ class ChatJob:
                 expires = min(expires, int(upstream_expires))
             up = {"provider": provider, "id": upstream_id, "expires_at": upstream_expires or expires}
         assert self.audio_id is not None
-        self.memory.put(self.audio_id, self.namespace, transcript, expires, up)
+        if not self.req.provider.zdr:  # zero data retention: nothing of the answer is kept for a later turn
+            await self.memory.put(self.audio_id, self.namespace, transcript, expires, up)
         return expires
 
     # ---- whole answers -------------------------------------------------------------------------------------
@@ -285,21 +307,35 @@ class ChatJob:
         reply.usage = usage
         expires = None
         if self.req.wants_audio and reply.audio is not None:
-            expires = self._remember(reply.transcript or reply.text or "", reply.upstream_audio_id,
-                                     reply.upstream_expires_at, cand.endpoint.provider)
+            expires = await self._remember(reply.transcript or reply.text or "", reply.upstream_audio_id,
+                                           reply.upstream_expires_at, cand.endpoint.provider)
         self.result = ChatResult(reply, usage, self.route, self.audio_id, expires)
         return self.result
 
     # ---- the cascade ---------------------------------------------------------------------------------------
+    def _step_prefs(self) -> RoutingPrefs:
+        """The routing preferences a cascade's transcription and speech steps inherit: the privacy ones (a
+        zero-data-retention request sends its audio and text to no step that keeps them)."""
+        p = self.req.provider
+        return RoutingPrefs(zdr=p.zdr, data_collection=p.data_collection)
+
     async def _transcribe_parts(self, model_id: str) -> tuple[dict[int, str], float]:
+        """Each audio part through the transcription use case (jobs/transcription.py): its routing, and the
+        transcript cache with the transcription endpoint's keys and policy. Raw pcm16 (24 kHz) goes as the 16 kHz
+        s16le the transcription endpoint calls "pcm"."""
         out: dict[int, str] = {}
         cost = 0.0
         for key, d in self.parts.items():
             a = d.part.audio
-            treq = TranscriptionRequest(model=model_id, audio=Audio(a.data, declared_format=a.declared_format,
-                                                                    detected_format=a.detected_format))
-            prepared = PreparedAudio(a.data, d.fmt, d.samples, d.duration)
-            res = await self.router.transcribe(treq, prepared)
+            if d.fmt == "pcm16":
+                pcm = (np.clip(d.samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+                audio = Audio(pcm, declared_format="pcm", detected_format="pcm")
+            else:
+                audio = Audio(a.data, declared_format=a.declared_format, detected_format=a.detected_format)
+            treq = TranscriptionRequest(model=model_id, audio=audio, provider=self._step_prefs())
+            mode = cache_policy(self.cache_control, self.req.extra.get("cache"), treq) if self.cache else OFF
+            res, _ = await transcribe(self.router, treq, self.settings, field=d.part.path + ".data", cache=self.cache,
+                                      cache_mode=mode, namespace=self.namespace)
             out[key] = res.transcript.text.strip()
             cost += res.usage.cost
         return out, cost
@@ -337,7 +373,8 @@ class ChatJob:
 
     async def _speak(self, model_id: str, text: str, voice: str | None) -> tuple[AsyncIterator[np.ndarray], Any]:
         """One sentence through the speech model, as 24 kHz float32 chunks."""
-        sreq = SpeechRequest(model=model_id, input=text, voice=voice, response_format="pcm")
+        sreq = SpeechRequest(model=model_id, input=text, voice=voice, response_format="pcm",
+                             provider=self._step_prefs())
         res = await self.router.speak(sreq)
         stream = res.stream
 
@@ -451,6 +488,7 @@ class ChatJob:
                 task = asyncio.create_task(pump())
                 enc = StreamEncoder("pcm" if fmt == "pcm16" else fmt, OUT_RATE)
                 spoken_any = False
+                lead: float | None = ANSWER_LEAD_S
                 try:
                     while True:
                         s = await sentences.get()
@@ -466,7 +504,8 @@ class ChatJob:
                             continue
                         chunks, res = await self._speak(casc.speech, words, voice)
                         first_piece = True
-                        async for c in chunks:
+                        clause = s.endswith(_CLAUSE_MARKS)
+                        async for c in _seamed(chunks, lead, CLAUSE_TRAIL_S if clause else None):
                             out_seconds += c.size / OUT_RATE
                             b = enc.feed(c)
                             if b:
@@ -476,6 +515,7 @@ class ChatJob:
                             yield ChatDelta(transcript=transcript)
                         tts_cost += res.usage.cost
                         spoken_any = True
+                        lead = CLAUSE_LEAD_S if clause else None
                     tail = enc.close()
                     if tail:
                         yield ChatDelta(audio=tail)
@@ -489,7 +529,7 @@ class ChatJob:
             audio_out = math.ceil(out_seconds * AUDIO_OUT_TOKENS_PER_S) if want_audio else 0
             u = ChatUsage(prompt_tokens=llm_usage.prompt_tokens + audio_in, prompt_audio_tokens=audio_in,
                           completion_tokens=llm_usage.completion_tokens + audio_out, completion_audio_tokens=audio_out,
-                          audio_seconds_in=self.audio_seconds or None)
+                          cached_tokens=llm_usage.cached_tokens, audio_seconds_in=self.audio_seconds or None)
             llm_cost = chat_cost(llm_cand.endpoint.pricing, llm_usage)
             u.cost = stt_cost + llm_cost + tts_cost + chat_cost(cand.endpoint.pricing, ChatUsage())
             yield ChatDelta(finish_reason=finish, usage=u)
@@ -560,7 +600,7 @@ class ChatJob:
             usage.audio_seconds_in = self.audio_seconds or None
         expires = None
         if self.req.wants_audio:
-            expires = self._remember("".join(transcript).strip(), up_id, up_exp, cand.endpoint.provider)
+            expires = await self._remember("".join(transcript).strip(), up_id, up_exp, cand.endpoint.provider)
         reply = ChatReply(text="".join(text) or None, transcript="".join(transcript) or None, finish_reason=finish,
                           usage=usage)
         self.result = ChatResult(reply, usage, self.route, self.audio_id, expires)  # type: ignore[arg-type]

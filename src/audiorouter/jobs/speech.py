@@ -57,7 +57,7 @@ async def speak(router: Router, req: SpeechRequest, cands: list[Candidate] | Pla
     text's length, when the caller has it already (e.g. from the cost estimate); planned here otherwise."""
     plan = _as_plan(router, req, cands)
     limit = speech_limit(plan.cands)
-    if limit is None or len(req.input) <= limit:
+    if limit is None or len(req.input) <= limit or req.turns:  # (a dialogue in turns is one call, never split)
         return await router.speak(req, plan=plan)
     pieces = split_text(req.input, limit)
     # Pieces are joined as raw audio: ask for PCM where every candidate makes it (re-encoded once, as it
@@ -74,7 +74,10 @@ async def speak(router: Router, req: SpeechRequest, cands: list[Candidate] | Pla
     if p is not None:
         usage.cost = speech_cost(p, usage)
     joined = JoinedSpeech(router, req, pieces, first, usage, plan)
-    stream = SpeechStream(joined.chunks(), joined.encoding, joined.rate)
+    # word timings from the provider (timestamps "word"), each piece's offset by the audio before it
+    stream = SpeechStream(joined.chunks(), joined.encoding, joined.rate,
+                          words=[] if first.stream.words is not None else None)
+    joined.stream = stream
     return SpeechResult(stream, joined.first_chunk, usage, first.route)
 
 
@@ -91,7 +94,9 @@ def _pricing_of(router: Router, route: Route) -> Any:
 class JoinedSpeech:
     """The audio of several SpeechResults as one stream. Float and raw PCM pieces are passed through
     (converted to the first piece's encoding and rate when a later piece came from elsewhere); compressed
-    pieces are decoded and joined as float samples (concatenated files would not be one valid file)."""
+    pieces are decoded and joined as float samples (concatenated files would not be one valid file). Word
+    timings the pieces came with are put on `stream` (the joined one), shifted by the audio before each piece;
+    a piece without them (served by a provider that does not time words) leaves the joined stream without."""
 
     def __init__(self, router: Router, req: SpeechRequest, pieces: list[str], first: SpeechResult, usage: Usage,
                  plan: Plan):
@@ -103,6 +108,8 @@ class JoinedSpeech:
         self.rate = first.stream.rate
         self.first_chunk: Any = None  # the first piece's chunks are the start of chunks()
         self._costs = [first.usage]
+        self.stream: SpeechStream | None = None
+        self.emitted = 0  # bytes (pcm) or samples (f32) of the joined stream so far
 
     async def chunks(self) -> AsyncIterator[Any]:
         pending: asyncio.Task | None = None
@@ -112,8 +119,11 @@ class JoinedSpeech:
                 if k + 1 < len(self.pieces):
                     nxt = dataclasses.replace(self.req, input=self.pieces[k + 1])
                     pending = asyncio.create_task(self.router.speak(nxt, plan=self.plan))
+                base = self.emitted / self.rate / (2 if self.encoding == "pcm" else 1)
                 async for c in self._normalized(current):
+                    self.emitted += len(c)
                     yield c
+                self._add_words(current, base)
                 if pending is None:
                     break
                 current = await pending
@@ -123,6 +133,16 @@ class JoinedSpeech:
         finally:
             if pending is not None:
                 pending.cancel()
+
+    def _add_words(self, piece: SpeechResult, base: float) -> None:
+        joined = self.stream
+        if joined is None or joined.words is None:
+            return
+        if piece.stream.words is None:
+            joined.words = None
+            return
+        joined.words.extend(dataclasses.replace(w, start=round(w.start + base, 3), end=round(w.end + base, 3))
+                            for w in piece.stream.words)
 
     def _settle(self) -> None:
         self.usage.cost = sum(u.cost for u in self._costs)

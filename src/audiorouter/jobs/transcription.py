@@ -15,7 +15,10 @@ background batch work. Step by step (TranscriptionJob):
    prompt; stripes in parallel. Otherwise from one queue in file order. The first chunk runs first when no
    language was given, and its detected language is pinned for the rest, as Whisper does for one file.
    Segment and word timestamps are shifted by the chunk's offset, clamped to it and kept monotonic; usage
-   and cost are the sums over chunks (stitch: the one chunk-and-stitch path).
+   and cost are the sums over chunks (stitch: the one chunk-and-stitch path). Diarized long audio whose
+   answer shows speakers: each chunk after the first also transcribes the DIARIZE_OVERLAP_S before its cut,
+   and its speakers are matched to the previous chunk's by who speaks when in that shared stretch
+   (core.speakers.match_speakers), so speaker A stays A; the shared stretch is kept from the earlier chunk.
 3. With a text sink (stream=true), text is emitted in order as it is final: per segment from the local
    engine, per upstream SSE delta from adapters that stream (`transcribe_stream`), per chunk otherwise."""
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audio.chunking import (
+    RATE,
     WAV_BYTES_PER_SECOND,
     Chunk,
     PcmSpool,
@@ -48,6 +52,7 @@ from ..audio.sniff import canonical
 from ..core import languages
 from ..core.audio import LazyAudio, PreparedAudio
 from ..core.errors import GatewayError, Overloaded
+from ..core.speakers import Turn, is_generic, match_speakers
 from ..core.types import Audio, Segment, Transcript, TranscriptionRequest, Usage, Word
 from ..routing.router import Candidate, Plan, Route, Router, TranscriptionResult
 from ..store.transcript_cache import OFF, REFRESH, USE, TranscriptCache, audio_digest, cache_key, get_cache, policy
@@ -62,6 +67,10 @@ cache_policy = policy
 PROMPT_CONTEXT_CHARS = 600
 OVERLOAD_RETRIES = 4
 MIN_STRIPE = 3  # chunks per stripe at least, when chunks carry the previous one's text as prompt
+# Diarized long audio: seconds each chunk re-hears before its cut, to match its speakers with the previous
+# chunk's (at most a quarter of the chunk limit). Speakers silent in that stretch cannot be matched.
+DIARIZE_OVERLAP_S = 8.0
+SPEAKER_FORMATS = ("diarized_json", "verbose_json", "srt", "vtt")  # the answers that show speakers
 
 TextSink = Callable[[str], None]
 Progress = Callable[[float], None]
@@ -222,14 +231,80 @@ class OrderedText:
 
 
 # ---- stitching -------------------------------------------------------------------------------------------
+def _speaker_turns(t: Transcript, off: float) -> list[Turn]:
+    """Who speaks when in a chunk's transcript (absolute times): its words' speakers, else its segments'."""
+    words = [(w.speaker, w.start, w.end) for s in t.segments for w in s.words if w.speaker is not None]
+    if not words:
+        words = [(s.speaker, s.start, s.end) for s in t.segments if s.speaker is not None]
+    return [(lab, a + off, b + off) for lab, a, b in words]
+
+
+class ChunkSpeakers:
+    """One set of speaker labels over overlapping chunks: the first chunk's generic labels become speaker_0,
+    1, ... in order of appearance; each later chunk's are matched to the previous chunk's on the stretch both
+    transcribed (core.speakers.match_speakers), and a speaker without a match gets the next new number.
+    Labels that name someone (known speakers) are kept as they are."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.prev: list[Turn] = []
+
+    def relabel(self, t: Transcript, off: float, shared_until: float | None) -> Transcript:
+        turns = _speaker_turns(t, off)
+        generic = [lab for lab, _, _ in turns if is_generic(lab)]
+        matched = (match_speakers(self.prev, [x for x in turns if is_generic(x[0])], off, shared_until)
+                   if shared_until is not None else {})
+        mapping: dict[str, str] = {}
+        for lab in dict.fromkeys(generic):
+            if lab in matched:
+                mapping[lab] = matched[lab]
+            else:
+                mapping[lab] = f"speaker_{self.count}"
+                self.count += 1
+        self.prev = [(mapping.get(lab, lab), a, b) for lab, a, b in turns]
+
+        def name(lab: str | None) -> str | None:
+            return mapping.get(lab, lab) if lab is not None else None
+
+        segs = [dataclasses.replace(s, speaker=name(s.speaker),
+                                    words=[dataclasses.replace(w, speaker=name(w.speaker)) for w in s.words])
+                for s in t.segments]
+        return dataclasses.replace(t, segments=segs)
+
+
+def _kept(segs: list[Segment], off: float, lo: float, hi: float) -> list[Segment]:
+    """The segments (and words) of a chunk whose middle falls in [lo, hi), absolute: the rest is the stretch
+    another chunk also transcribed and keeps."""
+    def inside(a: float, b: float) -> bool:
+        return lo <= (a + b) / 2 + off < hi
+
+    out = []
+    for s in segs:
+        if s.words:
+            words = [w for w in s.words if inside(w.start, w.end)]
+            if not words:
+                continue
+            if len(words) < len(s.words):
+                s = dataclasses.replace(s, start=words[0].start, end=words[-1].end, words=words,
+                                        text=" " + " ".join(w.word.strip() for w in words))
+            out.append(s)
+        elif inside(s.start, s.end):
+            out.append(s)
+    return out
+
+
 def stitch(req: TranscriptionRequest, chunks: list[Chunk], results: list[TranscriptionResult],
-           duration: float) -> TranscriptionResult:
+           duration: float, cuts: list[float] | None = None) -> TranscriptionResult:
+    """One transcript from the chunks' results. `cuts`: where each chunk's own part starts when the chunks
+    overlap (chunk i re-hears [chunk i's offset, cuts[i]]): the overlap is kept from the earlier chunk, and
+    diarized speakers are matched across it (ChunkSpeakers)."""
     segments: list[Segment] = []
     texts: list[str] = []
     last_seg = 0.0
     last_word = 0.0
     language = req.language
-    for ch, res in zip(chunks, results):
+    speakers = ChunkSpeakers() if cuts is not None and req.extra.get("diarize") else None
+    for i, (ch, res) in enumerate(zip(chunks, results)):
         t = res.transcript
         language = language or _language_code(t.language) or t.language
         off = ch.offset
@@ -237,6 +312,12 @@ def stitch(req: TranscriptionRequest, chunks: list[Chunk], results: list[Transcr
         segs = t.segments
         if not segs and t.text.strip():  # a provider that gave text only: one segment over the chunk
             segs = [Segment(id=0, start=0.0, end=ch.duration, text=" " + t.text.strip())]
+        if cuts is not None:
+            if speakers is not None:
+                segs = speakers.relabel(dataclasses.replace(t, segments=segs), off,
+                                        cuts[i] if i > 0 else None).segments
+            segs = _kept(segs, off, cuts[i] if i > 0 else -math.inf,
+                         cuts[i + 1] if i + 1 < len(cuts) else math.inf)
         for s in segs:
             start = min(max(s.start + off, off, last_seg), hi)
             end = min(max(s.end + off, start), hi)
@@ -249,8 +330,10 @@ def stitch(req: TranscriptionRequest, chunks: list[Chunk], results: list[Transcr
             segments.append(dataclasses.replace(s, id=len(segments), start=round(start, 3), end=round(end, 3),
                                                 seek=s.seek + round(off * 100), words=words))
             last_seg = start
-        if t.text.strip():
-            texts.append(t.text.strip())
+        text = (languages.joiner(language).join(s.text.strip() for s in segs if s.text.strip())
+                if cuts is not None else t.text.strip())
+        if text:
+            texts.append(text)
     sep = languages.joiner(language)
     tin = [r.transcript.input_tokens for r in results if r.transcript.input_tokens is not None]
     tout = [r.transcript.output_tokens for r in results if r.transcript.output_tokens is not None]
@@ -320,6 +403,7 @@ class TranscriptionJob:
         self.prepared: PreparedAudio | None = None
         self.spool: PcmSpool | None = None
         self.chunks: list[Chunk] = []
+        self.cuts: list[float] | None = None  # overlapping chunks (diarized): where each chunk's own part starts
         self.duration: float | None = None
         self.digest: str | None = None
         # srt/vtt cues are better from word timings: ask for them, but a cached transcript without is fine
@@ -356,6 +440,8 @@ class TranscriptionJob:
         self.headers["X-Audio-Duration"] = f"{self.duration or 0.0:.3f}"
         if duration_matters(self.req):  # price-sorted or price-capped: choose for this audio's length
             self.plan.plan = self.router.plan(self.req, "transcription", duration=self._plan_duration())
+        if self.req.extra.get("stream") and self.stream_ignored():
+            self.headers["X-Ignored-Parameters"] = ",".join(self.stream_ignored())
 
     def _plan_duration(self) -> float | None:
         """The audio length one router call sees: the whole file, or the longest chunk."""
@@ -412,11 +498,25 @@ class TranscriptionJob:
             spool.close()
             return
         self.spool, self.duration = spool, spool.duration
-        self.chunks = await asyncio.to_thread(plan_chunks, spool, limit)
+        overlap = self._speaker_overlap(limit)
+        self.chunks = await asyncio.to_thread(plan_chunks, spool, limit - overlap)
+        if overlap:  # each chunk after the first re-hears the stretch before its cut (stitch matches speakers)
+            self.cuts = [ch.offset for ch in self.chunks]
+            back = int(overlap * RATE)
+            self.chunks = [ch if ch.index == 0 else Chunk(ch.index, max(0, ch.start - back), ch.end)
+                           for ch in self.chunks]
         self.headers["X-Chunks"] = str(len(self.chunks))
         # The chunks are cut from the spool: the original bytes are not needed any more.
         self.req.audio = Audio(b"", declared_format=audio.declared_format, detected_format=audio.detected_format,
                                filename=audio.filename)
+
+    def _speaker_overlap(self, limit: float) -> float:
+        """Seconds of overlap between chunks: DIARIZE_OVERLAP_S (at most a quarter of the chunk limit) when the
+        request diarizes and its answer shows speakers, not streamed; else 0."""
+        req = self.req
+        if not req.extra.get("diarize") or req.extra.get("stream") or req.response_format not in SPEAKER_FORMATS:
+            return 0.0
+        return min(DIARIZE_OVERLAP_S, limit * 0.25)
 
     # ---- step 2 ----------------------------------------------------------------------------------------
     async def run(self, on_text: TextSink | None = None, progress: Progress | None = None) -> TranscriptionResult:
@@ -425,7 +525,7 @@ class TranscriptionJob:
         if self.hit is not None:
             if on_text and self.hit.transcript.text:
                 on_text(self.hit.transcript.text)
-            return self.hit
+            return self._with_request_ignored(self.hit)
         try:
             if self.prepared is not None:
                 result = await self._one(self.req, self.prepared, on_text, progress)
@@ -437,7 +537,20 @@ class TranscriptionJob:
             self.close()
         if self.cache is not None and self.cache_mode in (USE, REFRESH) and self.digest:
             await self._store(result)
+        return self._with_request_ignored(result)
+
+    def _with_request_ignored(self, result: TranscriptionResult) -> TranscriptionResult:
+        """The result with the parameters the request itself rules out (req.extra["ignored_params"]: e.g.
+        include=logprobs with a format that cannot carry them) added to the route's ignored ones."""
+        extra = self.req.extra.get("ignored_params") or ()
+        if extra:
+            result.route.ignored_params = sorted({*result.route.ignored_params, *extra})
         return result
+
+    def stream_ignored(self) -> list[str]:
+        """What a streamed answer (whose headers go out before any provider is tried) will ignore: the plan's
+        first candidate's ignored parameters and the request's own."""
+        return sorted({*self.plan.ignored, *(self.req.extra.get("ignored_params") or ())})
 
     def close(self) -> None:
         if self.spool is not None:
@@ -491,7 +604,8 @@ class TranscriptionJob:
         first_cap = plan.candidates[0].endpoint.capabilities
         if language or not first_cap.language:
             language_known.set()
-        ordered = OrderedText(n, on_text, lambda: languages.joiner(language)) if on_text else None
+        # (overlapping chunks repeat text: their text is sent once stitched)
+        ordered = OrderedText(n, on_text, lambda: languages.joiner(language)) if on_text and not self.cuts else None
         extra = {k2: v for k2, v in req.extra.items() if k2 != "stream"}
 
         async def lane(indices: Iterable[int]) -> None:
@@ -525,7 +639,10 @@ class TranscriptionJob:
         except BaseExceptionGroup as eg:
             first = _first_error(eg)
             raise first from None
-        return stitch(req, chunks, results, self.duration or 0.0)  # type: ignore[arg-type]
+        result = stitch(req, chunks, results, self.duration or 0.0, self.cuts)  # type: ignore[arg-type]
+        if on_text is not None and self.cuts and result.transcript.text:
+            on_text(result.transcript.text)
+        return result
 
     # ---- upstream streaming ------------------------------------------------------------------------------
     def _streaming_candidate(self, req: TranscriptionRequest) -> Candidate | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
 import time
 from typing import Any
 
 from ..store.blobs import open_blobs
+from ..store.db import StoreConfigError
 from .batch import JobRuntime
 from .queue import JobQueue
 
@@ -28,6 +30,7 @@ async def open_runtime(settings: Any, router: Any, store: Any, *, threads: int |
     runs jobs too, on this event loop."""
     queue = JobQueue(settings)
     rt = JobRuntime(settings, router, store, queue, open_blobs(settings))
+    await rt.prepare()
     n = in_process_threads(settings, queue) if threads is None else threads
     if n > 0:
         rt.start_sweeper()
@@ -71,10 +74,19 @@ def run_worker(settings: Any, concurrency: int) -> int:
         for a in adapters.values():
             await a.start()
         rt = JobRuntime(settings, router, store, JobQueue(settings), open_blobs(settings))
+        await rt.prepare()
         rt.start_sweeper()
         return rt
 
-    rt = asyncio.run_coroutine_threadsafe(setup(), loop).result()
+    try:
+        rt = asyncio.run_coroutine_threadsafe(setup(), loop).result()
+    except StoreConfigError as e:  # one clear line and exit status 1, as `serve` does (api/auth.py start_store)
+        log.error("%s", e)
+        print(f"audiorouter worker: {e}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(store.close(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        return 1
     consumer = rt.queue.make_consumer(concurrency, grace_s=float(settings.jobs_shutdown_grace_s))
     log.warning("worker %s: %d job(s) at a time, queue %s, audio store %s, lease %.0f s", rt.owner, concurrency,
                 "SQLite" if rt.queue.is_sqlite else "Redis", rt.blobs.describe(), rt.lease_s)

@@ -13,14 +13,22 @@ one form field holding a JSON array of strings).
 Speech: the catalog voice name is mapped to a voice id by the endpoint's voice_map (the router does that);
 mp3 comes from ElevenLabs as mp3_44100_128, every other format as pcm_24000 encoded by the gateway.
 speed goes into voice_settings (ElevenLabs accepts 0.7 to 1.2). Options: stability, similarity_boost,
-style, use_speaker_boost (voice_settings), language_code, seed, apply_text_normalization.
+style, use_speaker_boost (voice_settings), language_code, seed, apply_text_normalization. With timestamps
+"word" the same body goes to /v1/text-to-speech/{voice_id}/stream/with-timestamps (pcm_24000, newline-delimited
+JSON chunks of base64 audio and character timings), and the words made from the characters ride on the
+SpeechStream (jobs/speech_timings.py).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
+
+import httpx
 
 from ..core import languages
 from ..core.audio import PreparedAudio, SpeechStream
@@ -112,6 +120,8 @@ def build_segments(tokens: list[dict[str, Any]], diarize: bool) -> list[Segment]
 
 
 class ElevenLabsProvider(HTTPProvider):
+    speed_range = SPEED_RANGE  # voice_settings.speed (the models API's speed range: api/models.py)
+
     def url(self, path: str) -> str:
         base = self.base_url
         if base.endswith("/v1"):
@@ -235,8 +245,12 @@ class ElevenLabsProvider(HTTPProvider):
             body["voice_settings"] = settings
         return body
 
+    speech_word_timestamps = True  # jobs/speech_timings.py: the words come from the upstream, not an alignment
+
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         body = self.tts_body(req, endpoint, options)
+        if req.timestamps == "word":
+            return await self._synthesize_timed(body, voice)
         if req.response_format == "mp3":
             output_format, encoding, rate = "mp3_44100_128", "mp3", 44100
         else:
@@ -244,6 +258,77 @@ class ElevenLabsProvider(HTTPProvider):
         url = self.url(f"text-to-speech/{quote(voice, safe='')}/stream")
         resp = await self.open_audio_stream(url, params={"output_format": output_format}, json=body, headers=self.auth)
         return SpeechStream(self.drain(resp), encoding, rate)
+
+    async def _synthesize_timed(self, body: dict[str, Any], voice: str) -> SpeechStream:
+        """POST /v1/text-to-speech/{voice_id}/stream/with-timestamps: newline-delimited JSON objects
+        {audio_base64, alignment: {characters, character_start_times_seconds, character_end_times_seconds},
+        normalized_alignment} (elevenlabs-python's StreamingAudioChunkWithTimestampsResponse). Always pcm_24000,
+        so the audio's length, and any chunk-relative offset, is known exactly; the words (from `alignment`,
+        the text as sent) are on the stream once it is drained."""
+        url = self.url(f"text-to-speech/{quote(voice, safe='')}/stream/with-timestamps")
+        resp = await self.open_checked(url, params={"output_format": "pcm_24000"}, json=body, headers=self.auth)
+        words: list[Word] = []
+        return SpeechStream(self._timed_chunks(resp, words), "pcm", 24000, words=words)
+
+    async def _timed_chunks(self, resp: Response, words: list[Word]) -> AsyncIterator[bytes]:
+        chars: list[tuple[str, float, float]] = []
+        audio_bytes = 0
+        try:
+            async for line in resp.aiter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    audio = base64.b64decode(obj.get("audio_base64") or "", validate=True)
+                    got = _alignment(obj.get("alignment"))
+                except (ValueError, TypeError, AttributeError, binascii.Error) as e:
+                    raise self._malformed(f"with-timestamps chunk: {e.__class__.__name__}") from None
+                # Times are from the start of the whole audio; a chunk whose times start over (before what
+                # came already) is taken as relative to its own audio, placed where that audio begins.
+                offset = audio_bytes / 48000.0 if got and chars and got[0][1] < chars[-1][1] - 0.05 else 0.0
+                chars.extend((c, a + offset, b + offset) for c, a, b in got)
+                audio_bytes += len(audio)
+                if audio:
+                    yield audio
+        except httpx.HTTPError as e:
+            raise self.transport_error(e) from None
+        finally:
+            await resp.aclose()
+        if not audio_bytes:
+            raise self._malformed("empty audio")
+        words.extend(char_words(chars))
+
+
+def _alignment(a: Any) -> list[tuple[str, float, float]]:
+    if a is None:
+        return []
+    cs, ss, es = a["characters"], a["character_start_times_seconds"], a["character_end_times_seconds"]
+    if not (len(cs) == len(ss) == len(es)):
+        raise ValueError("alignment arrays of different lengths")
+    return [(str(c), float(s), float(e)) for c, s, e in zip(cs, ss, es)]
+
+
+def char_words(chars: list[tuple[str, float, float]]) -> list[Word]:
+    """Character timings -> words: split at whitespace, punctuation at either end left out of the word (and of
+    its times); a token of punctuation alone is no word."""
+    out: list[Word] = []
+    cur: list[tuple[str, float, float]] = []
+
+    def flush() -> None:
+        keep = [k for k, t in enumerate(cur) if t[0].isalnum()]
+        if keep:
+            span = cur[keep[0]:keep[-1] + 1]
+            start, end = span[0][1], max(span[-1][2], span[0][1])
+            out.append(Word("".join(c for c, _, _ in span), round(start, 3), round(end, 3)))
+        cur.clear()
+
+    for t in chars:
+        if t[0].isspace():
+            flush()
+        else:
+            cur.append(t)
+    flush()
+    return out
 
 
 def audio_filename(audio: PreparedAudio, fmt: str) -> str:

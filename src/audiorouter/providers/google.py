@@ -24,6 +24,11 @@ Authentication, in this order:
 
 Per-request options (request `provider.options.google`): language_codes (list of BCP-47 codes, overrides
 `language`), min_speakers / max_speakers (diarization), language_code (Gemini TTS).
+
+Multi-speaker speech (input as turns in two voices, catalog capability multi_speaker): one generateContent call
+with speechConfig.multiSpeakerVoiceConfig.speakerVoiceConfigs [{speaker: "Speaker1", voiceConfig:
+{prebuiltVoiceConfig: {voiceName}}}, {speaker: "Speaker2", ...}] and the prompt written as that dialogue
+(Gemini API speech-generation guide, checked 2026-12-07); more than two voices is a 400 naming `input`.
 """
 from __future__ import annotations
 
@@ -281,12 +286,42 @@ class GoogleProvider(HTTPProvider):
         return Transcript(text=text, language=language or fallback_language, segments=segments)
 
     # ---- Gemini TTS ------------------------------------------------------------------------------------
+    @staticmethod
+    def dialogue(req: SpeechRequest, voice: str) -> tuple[str, dict[str, Any]]:
+        """Multi-speaker input (req.turns, their voices already the endpoint's) as Gemini speaks it: the prompt
+        "Speaker1: ..." line by line (a turn's instructions in brackets before its text: Gemini is steered in
+        words) and speechConfig.multiSpeakerVoiceConfig.speakerVoiceConfigs [{speaker, voiceConfig:
+        {prebuiltVoiceConfig: {voiceName}}}], exactly two speakers; turns in one voice use a plain voiceConfig."""
+        turns = req.turns or []
+        voices = list(dict.fromkeys(t.voice or voice for t in turns))
+        if len(voices) > 2:
+            raise InvalidRequest(f"input: Gemini TTS speaks a dialogue of at most two voices; these turns use "
+                                 f"{len(voices)} ({', '.join(voices)})", param="input",
+                                 metadata={"voices": voices})
+        alias = {v: (f"Speaker{i + 1}" if len(voices) > 1 else "") for i, v in enumerate(voices)}
+        lines = []
+        for t in turns:
+            say = f"[{t.instructions.strip()}] {t.text.strip()}" if t.instructions else t.text.strip()
+            name = alias[t.voice or voice]
+            lines.append(f"{name}: {say}" if name else say)
+        head = f"{req.instructions.strip().rstrip('.:;!, ')}:\n" if req.instructions and req.instructions.strip() \
+            else ""
+        if len(voices) == 1:
+            return head + "\n".join(lines), {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": voices[0]}}}
+        intro = f"TTS the following conversation between {alias[voices[0]]} and {alias[voices[1]]}:\n"
+        configs = [{"speaker": alias[v], "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": v}}} for v in voices]
+        return head + intro + "\n".join(lines), {"multiSpeakerVoiceConfig": {"speakerVoiceConfigs": configs}}
+
     async def synthesize(self, req: SpeechRequest, endpoint, voice: str, options: dict[str, Any]) -> SpeechStream:
         text = req.input
-        if req.instructions and req.instructions.strip():
-            # Gemini TTS is steered in natural language, in the prompt itself ("Say cheerfully: ...")
-            text = f"{req.instructions.strip().rstrip('.:;!, ')}: {req.input}"
-        speech_config: dict[str, Any] = {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": voice}}}
+        speech_config: dict[str, Any]
+        if req.turns:
+            text, speech_config = self.dialogue(req, voice)
+        else:
+            if req.instructions and req.instructions.strip():
+                # Gemini TTS is steered in natural language, in the prompt itself ("Say cheerfully: ...")
+                text = f"{req.instructions.strip().rstrip('.:;!, ')}: {req.input}"
+            speech_config = {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": voice}}}
         lang = options.get("language_code")
         if lang is not None:
             if not isinstance(lang, str) or not lang:

@@ -3,6 +3,7 @@ bounded worker pool off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from typing import Any
@@ -16,6 +17,8 @@ from .local_hibari import HibariEngine, bundled_voices
 from .local_whisper import WhisperEngine
 from .whisper_weights import ensure_whisper_base
 from .workers import WorkerPool
+
+log = logging.getLogger("audiorouter.local")
 
 STT_BATCH = 8  # windows decoded together at most (AUDIOROUTER_WHISPER_BATCH_SIZE when settings has it)
 
@@ -100,6 +103,18 @@ class LocalProvider(ProviderAdapter):
             # one synthesis and one encoding per output format now, so the first request does not pay for
             # onnxruntime's first runs, the G2P's caches, FFT plans and codec set-up (~30-40 ms)
             await asyncio.to_thread(self._warm_speech)
+        if self.settings.preload if getattr(self.settings, "preload_llm", None) is None else self.settings.preload_llm:
+            await asyncio.to_thread(self._warm_chat)
+
+    def _warm_chat(self) -> None:
+        """The voice-chat cascade's LLM loaded, and its system prompt in the model's cache (providers/
+        local_chat.py); where the LLM is not installed, it stays off until a request asks for it (a 503)."""
+        from .chat import chat_client
+        from .local_llm import LLMUnavailable
+        try:
+            chat_client(self).warm_up()
+        except LLMUnavailable as e:
+            log.warning("local LLM not preloaded: %s", e.message)
 
     def _warm_speech(self) -> None:
         from ..audio.encode import warm_up

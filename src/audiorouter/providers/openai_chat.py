@@ -134,6 +134,19 @@ class OpenAIChat:
                          options=options)
 
     # ---- the answer ----------------------------------------------------------------------------------------
+    def text_of(self, content: Any) -> str | None:
+        """A message's content as text (OpenAI: a string or null; anything else is a malformed reply)."""
+        if content is None or isinstance(content, str):
+            return content
+        raise self._malformed("content is not a string")
+
+    def delta_text(self, content: Any) -> str | None:
+        """A streamed delta's content as text (None: no text in it)."""
+        return content if isinstance(content, str) else None
+
+    def usage_of(self, u: Any) -> ChatUsage | None:
+        return parse_usage(u)
+
     def _malformed(self, why: str) -> UpstreamError:
         return UpstreamError(f"{self.slug}: malformed upstream reply ({why})", retryable=True,
                              metadata={"provider_name": self.slug, "reason": "malformed_reply"})
@@ -151,11 +164,9 @@ class OpenAIChat:
         msg = choices[0].get("message")
         if not isinstance(msg, dict):
             raise self._malformed("no message")
-        content = msg.get("content")
-        if content is not None and not isinstance(content, str):
-            raise self._malformed("content is not a string")
-        reply = ChatReply(text=content, finish_reason=str(choices[0].get("finish_reason") or "stop"),
-                          usage=parse_usage(data.get("usage")) or ChatUsage())
+        reply = ChatReply(text=self.text_of(msg.get("content")),
+                          finish_reason=str(choices[0].get("finish_reason") or "stop"),
+                          usage=self.usage_of(data.get("usage")) or ChatUsage())
         audio = msg.get("audio")
         if isinstance(audio, dict):
             try:
@@ -195,14 +206,13 @@ class OpenAIChat:
                     raise UpstreamError(f"{self.slug}: upstream stream failed: "
                                         f"{self.adapter.scrub(msg if isinstance(msg, str) else 'error', 300)}",
                                         retryable=not got, metadata={"provider_name": self.slug})
-                d = ChatDelta(usage=parse_usage(ev.get("usage")))
+                d = ChatDelta(usage=self.usage_of(ev.get("usage")))
                 choices = ev.get("choices")
                 if isinstance(choices, list) and choices and isinstance(choices[0], dict):
                     c = choices[0]
                     delta = c.get("delta")
                     delta = delta if isinstance(delta, dict) else {}
-                    if isinstance(delta.get("content"), str):
-                        d.text = delta["content"]
+                    d.text = self.delta_text(delta.get("content"))
                     audio = delta.get("audio")
                     if isinstance(audio, dict):
                         if isinstance(audio.get("data"), str) and audio["data"]:

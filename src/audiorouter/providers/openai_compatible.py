@@ -352,6 +352,7 @@ class OpenAICompatibleProvider(HTTPProvider):
                     raise malformed(self.slug, "neither an event stream nor JSON") from None
                 return parse_openai_transcript(parsed, req.task, self.slug)
             parts: list[str] = []
+            delta_logprobs: list[dict[str, Any]] = []
             done: dict[str, Any] | None = None
             async for data in iter_sse_data(resp.aiter_lines()):
                 if data.strip() == "[DONE]":
@@ -365,6 +366,7 @@ class OpenAICompatibleProvider(HTTPProvider):
                 kind = ev.get("type")
                 if kind == "transcript.text.delta" and isinstance(ev.get("delta"), str):
                     parts.append(ev["delta"])
+                    delta_logprobs += parse_logprobs(ev.get("logprobs"), self.slug) or []
                     on_delta(ev["delta"])
                 elif kind == "transcript.text.done":
                     done = ev
@@ -385,9 +387,13 @@ class OpenAICompatibleProvider(HTTPProvider):
         text = text if isinstance(text, str) else "".join(parts)
         usage = done.get("usage")
         tin, tout = (usage.get("input_tokens"), usage.get("output_tokens")) if isinstance(usage, dict) else (None, None)
+        # include[]=logprobs: the done event's, else the deltas' (OpenAI sends them on both)
+        logprobs = parse_logprobs(done.get("logprobs"), self.slug)
+        if logprobs is None and delta_logprobs:
+            logprobs = delta_logprobs
         return Transcript(text=text.strip(), language=req.language, task=req.task,
                           input_tokens=tin if isinstance(tin, int) else None,
-                          output_tokens=tout if isinstance(tout, int) else None)
+                          output_tokens=tout if isinstance(tout, int) else None, logprobs=logprobs)
 
     # ---- speech -----------------------------------------------------------------------------------
     @staticmethod

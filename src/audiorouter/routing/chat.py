@@ -6,18 +6,21 @@ hears or speaks (an endpoint with audio_input or audio_output), the offline voic
 substitute (the catalog's local/voice-chat endpoint, marked substitute). Filtered by
   input_audio parts on a model no endpoint of which hears audio          -> 400 naming the part and the model
   modalities ["audio"] on a model none of which speaks                   -> 400 naming modalities and the model
+  a parameter with provider.require_parameters that no endpoint supports -> 400 naming the parameter
   configured (the provider has its key; a cascade: each step is servable) -> 503 when none is
   provider.only / ignore / data_collection / zdr                         -> 400 naming the field
+  the capabilities those need (audio in / out; with provider.require_parameters every parameter the request
+  sets: temperature)                                                     -> 400 naming the parameter
   provider.max_price (prompt, completion, request, total)                -> 400 naming provider.max_price
 ordered by provider.order, then provider.sort (price: the estimate below; latency / throughput: measured),
 else catalog order, substitutes last; allow_fallbacks=false keeps the first (or the listed providers).
 
 Prices: `per_million_input_tokens` / `per_million_output_tokens` are text tokens, and
-`per_million_audio_input_tokens` / `per_million_audio_output_tokens` audio tokens (absent: the text price).
+`per_million_audio_input_tokens` / `per_million_audio_output_tokens` audio tokens (absent: the text price);
+`per_minute` / `per_second` bills the question's audio by its length (Mistral's Voxtral), on top.
 usage.prompt_tokens and completion_tokens include the audio tokens (OpenAI's accounting)."""
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -25,7 +28,18 @@ from ..core.chat import ChatRequest, ChatUsage
 from ..core.errors import GatewayError, InvalidRequest
 from .catalog import Endpoint, Model, Pricing
 from .pricing import STT_INPUT_TOKENS_PER_SECOND, STT_OUTPUT_TOKENS_PER_SECOND, TTS_OUTPUT_TOKENS_PER_SECOND
-from .router import Candidate, Route, Router, max_price_check, preference_steps
+from .router import (
+    Candidate,
+    Requirement,
+    Route,
+    Router,
+    capability_error,
+    capability_steps,
+    max_price_check,
+    preference_steps,
+    required_parameters,
+    unsupported_parameter,
+)
 
 # Estimates only (settlement uses the provider's counts), the rates of routing/pricing.py (sourced there): audio
 # tokens in per second of the question, audio tokens out per second of the answer, text tokens a second of speech.
@@ -42,8 +56,9 @@ def chat_cost(p: Pricing, u: ChatUsage) -> float:
     pin, pout = p.per_million_input_tokens or 0.0, p.per_million_output_tokens or 0.0
     pai = p.per_million_audio_input_tokens if p.per_million_audio_input_tokens is not None else pin
     pao = p.per_million_audio_output_tokens if p.per_million_audio_output_tokens is not None else pout
-    return p.per_request + (text_in * pin + u.prompt_audio_tokens * pai + text_out * pout
-                            + u.completion_audio_tokens * pao) / 1e6
+    per_second = (p.per_second or 0.0) * (u.audio_seconds_in or 0.0)  # audio in billed by the minute (Mistral)
+    return p.per_request + per_second + (text_in * pin + u.prompt_audio_tokens * pai + text_out * pout
+                                         + u.completion_audio_tokens * pao) / 1e6
 
 
 def estimated_usage(req: ChatRequest, audio_seconds: float) -> ChatUsage:
@@ -54,7 +69,8 @@ def estimated_usage(req: ChatRequest, audio_seconds: float) -> ChatUsage:
     out = req.max_tokens or DEFAULT_ANSWER_TOKENS
     audio_out = math.ceil(out / SPOKEN_TEXT_TOKENS_PER_S * AUDIO_OUT_TOKENS_PER_S) if req.wants_audio else 0
     return ChatUsage(prompt_tokens=text_in + audio_in, prompt_audio_tokens=audio_in,
-                     completion_tokens=out + audio_out, completion_audio_tokens=audio_out)
+                     completion_tokens=out + audio_out, completion_audio_tokens=audio_out,
+                     audio_seconds_in=audio_seconds or None)
 
 
 def estimate_chat_cost(e: Endpoint, req: ChatRequest, audio_seconds: float) -> float:
@@ -74,6 +90,22 @@ def speaks(m: Model) -> bool:
 
 def hears(m: Model) -> bool:
     return any(e.capabilities.audio_input for e in m.endpoints)
+
+
+def chat_requirements(req: ChatRequest) -> tuple[list[Requirement], list[Requirement]]:
+    """(hard, soft) requirements as (request parameter, endpoint capability), as routing/router.py has them for
+    the audio endpoints: hard ones always exclude an endpoint that lacks them, soft ones only with
+    provider.require_parameters."""
+    hard: list[Requirement] = []
+    parts = req.audio_parts()
+    if parts:
+        hard.append((parts[0].path, "audio_input"))
+    if req.wants_audio:
+        hard.append(("modalities", "audio_output"))
+    soft: list[Requirement] = []
+    if req.params.get("temperature") is not None:
+        soft.append(("temperature", "temperature"))
+    return hard, soft
 
 
 class ChatPlanner:
@@ -120,23 +152,22 @@ class ChatPlanner:
     def _select(self, model: Model, req: ChatRequest, audio_seconds: float) -> list[Candidate]:
         all_eps = self.endpoints(model)
         prefs = req.provider
-        hard: list[tuple[str, str, str]] = []
-        parts = req.audio_parts()
-        if parts:
-            hard.append((parts[0].path, "audio_input", f"{model.id} does not accept audio input"))
-        if req.wants_audio:
-            hard.append(("modalities", "audio_output", f"{model.id} does not produce audio output"))
-        for param, cap, why in hard:
+        hard, soft = chat_requirements(req)
+        why = {"audio_input": f"{model.id} does not accept audio input",
+               "audio_output": f"{model.id} does not produce audio output"}
+        for param, cap in hard:  # the audio ones, with a hint where to look
             if not any(getattr(e.capabilities, cap) for e in all_eps):
-                raise InvalidRequest(f"{param}: {why}; choose a model that does (GET /api/v1/models?"
+                raise InvalidRequest(f"{param}: {why[cap]}; choose a model that does (GET /api/v1/models?"
                                      f"{'input' if cap == 'audio_input' else 'output'}_modalities=audio)",
                                      param=param, metadata={"model": model.id, "parameter": param},
                                      code="unsupported_parameter")
+        required = required_parameters(hard, soft, prefs)
+        unsupported = unsupported_parameter(model, all_eps, required)
+        if unsupported is not None:
+            raise unsupported
         mp = prefs.max_price or {}
         within_price = max_price_check(mp, lambda e: estimate_chat_cost(e, req, audio_seconds))
-        steps = preference_steps(self.usable, prefs)
-        for _param, cap, _why in hard:
-            steps.append(("capability", functools.partial(_capable, cap)))
+        steps = preference_steps(self.usable, prefs) + capability_steps(required)
         if mp:
             steps.append(("provider.max_price", within_price))
         eps = all_eps
@@ -178,9 +209,9 @@ class ChatPlanner:
             hint = f" (set {' or '.join(envs)})" if envs else ""
             return GatewayError(f"model: no provider for {model.id} is configured{hint}, and the local engine is not "
                                 "standing in", status=503, param="model", metadata=meta, code="no_available_provider")
-        if step == "capability":
-            return InvalidRequest(f"modalities: no available provider of {model.id} serves this combination of audio "
-                                  "input and output", param="modalities", metadata=meta, code="unsupported_parameter")
+        capability = capability_error(step, model, all_eps, meta)
+        if capability is not None:
+            return capability
         what = {
             "provider.only": f"none of {req.provider.only} serves {model.id} here (available: {', '.join(names)})",
             "provider.ignore": f"every available provider of {model.id} is ignored ({', '.join(names)})",
@@ -236,6 +267,3 @@ class ChatPlanner:
         cands = [c for c in cands if c not in open_] or cands
         return cands, route
 
-
-def _capable(cap: str, e: Endpoint) -> bool:
-    return bool(getattr(e.capabilities, cap))

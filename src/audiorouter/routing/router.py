@@ -47,7 +47,7 @@ import random
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
 from ..core.audio import PreparedAudio, SpeechStream
@@ -202,6 +202,8 @@ def _requirements(req: TranscriptionRequest | SpeechRequest) -> tuple[list[tuple
             hard.append(("speed", "speed"))
         if req.voice_object:
             hard.append(("voice", "custom_voices"))
+        if req.turns:  # input as turns in several voices (api/openai_params.speech_turns)
+            hard.append(("input", "multi_speaker"))
         if req.instructions:
             soft.append(("instructions", "instructions"))
     return hard, soft
@@ -251,6 +253,51 @@ def max_price_check(max_price: dict[str, float], total: Callable[[Endpoint], flo
     return within
 
 
+Requirement = tuple[str, str]  # (request parameter, endpoint capability)
+
+
+def required_parameters(hard: list[Requirement], soft: list[Requirement], prefs: Any) -> list[Requirement]:
+    """What an endpoint must support to serve a request: its hard requirements, and with
+    provider.require_parameters its soft ones too (without it, an endpoint lacking a soft one drops it and the
+    answer reports it in X-Ignored-Parameters). Shared by audio and chat selection."""
+    return [*hard, *soft] if prefs.require_parameters else list(hard)
+
+
+def unsupported_parameter(model: Model, all_eps: list[Endpoint], required: list[Requirement]) -> InvalidRequest | None:
+    """The 400 naming the first required parameter that no endpoint of the model supports at all."""
+    for param, cap in required:
+        if not any(getattr(e.capabilities, cap) for e in all_eps):
+            diarized = cap == "diarization" and param == "response_format"
+            what = ("diarized_json (speaker diarization)" if diarized
+                    else "input as turns in several voices (multi-speaker speech)" if cap == "multi_speaker"
+                    else param)
+            return InvalidRequest(f"{param}: no provider of {model.id} supports {what}", param=param,
+                                  metadata={"model": model.id, "parameter": param}, code="unsupported_parameter")
+    return None
+
+
+def _capable(cap: str, e: Endpoint) -> bool:
+    return bool(getattr(e.capabilities, cap))
+
+
+def capability_steps(required: list[Requirement]) -> list[Step]:
+    """One selection step per required parameter: keep the endpoints that support it (see capability_error)."""
+    return [(f"param:{param}:{cap}", functools.partial(_capable, cap)) for param, cap in required]
+
+
+def capability_error(step: str, model: Model, all_eps: list[Endpoint], meta: dict[str, Any]) -> InvalidRequest | None:
+    """The 400 for a capability step that left no endpoint (None for any other step): it names the parameter and
+    the providers that would support it."""
+    if not step.startswith("param:"):
+        return None
+    _, param, cap = step.split(":", 2)
+    able = sorted({e.provider for e in all_eps if getattr(e.capabilities, cap)})
+    return InvalidRequest(f"{param}: no available provider of {model.id} supports {param}"
+                          + (f" (it is supported by {', '.join(able)}, which is not configured or was "
+                             "excluded)" if able else ""),
+                          param=param, metadata={**meta, "parameter": param}, code="unsupported_parameter")
+
+
 class Router:
     def __init__(self, catalog: Catalog, adapters: dict[str, ProviderAdapter], settings: Any):
         self.catalog = catalog
@@ -295,17 +342,11 @@ class Router:
     def _select(self, model: Model, req: TranscriptionRequest | SpeechRequest, duration: float | None,
                 lengths: bool = True) -> _Selection:
         prefs = req.provider
-        hard, soft = _requirements(req)
-        if prefs.require_parameters:
-            hard, soft = hard + soft, []
+        hard = required_parameters(*_requirements(req), prefs)
         all_eps = self.endpoints(model)
-        for param, cap in hard:
-            if not any(getattr(e.capabilities, cap) for e in all_eps):
-                diarized = cap == "diarization" and param == "response_format"
-                what = "diarized_json (speaker diarization)" if diarized else param
-                return _Selection(error=InvalidRequest(
-                    f"{param}: no provider of {model.id} supports {what}", param=param,
-                    metadata={"model": model.id, "parameter": param}, code="unsupported_parameter"))
+        unsupported = unsupported_parameter(model, all_eps, hard)
+        if unsupported is not None:
+            return _Selection(error=unsupported)
 
         chars = len(req.input) if lengths and isinstance(req, SpeechRequest) else None
         mp = prefs.max_price or {}
@@ -318,12 +359,7 @@ class Router:
                 return False
             return not (chars is not None and lim.max_characters is not None and chars > lim.max_characters)
 
-        steps = preference_steps(self.usable, prefs)
-        def capable(cap: str) -> Callable[[Endpoint], bool]:
-            return lambda e: bool(getattr(e.capabilities, cap))
-
-        for param, cap in hard:
-            steps.append((f"param:{param}:{cap}", capable(cap)))
+        steps = preference_steps(self.usable, prefs) + capability_steps(hard)
         steps.append(("limits", within_limits))
         if mp:
             steps.append(("provider.max_price", within_price))
@@ -368,13 +404,9 @@ class Router:
             return GatewayError(f"model: no provider for {model.id} is configured{hint}, and the local engine "
                                 "is not standing in", status=503, param="model", metadata=meta,
                                 code="no_available_provider")
-        if step.startswith("param:"):
-            _, param, cap = step.split(":", 2)
-            able = sorted({e.provider for e in all_eps if getattr(e.capabilities, cap)})
-            return InvalidRequest(f"{param}: no available provider of {model.id} supports {param}"
-                                  + (f" (it is supported by {', '.join(able)}, which is not configured or was "
-                                     "excluded)" if able else ""),
-                                  param=param, metadata={**meta, "parameter": param}, code="unsupported_parameter")
+        capability = capability_error(step, model, all_eps, meta)
+        if capability is not None:
+            return capability
         if step == "limits":
             if isinstance(req, SpeechRequest):
                 return InvalidRequest(f"input: {len(req.input)} characters is more than any provider of {model.id} "
@@ -419,6 +451,10 @@ class Router:
                 try:
                     if not req.voice_object:  # a provider's own voice id is not checked against the catalog
                         self.voice_for(model, model.endpoints[0] if model.endpoints else LOCAL_TTS, req.voice)
+                    for k, t in enumerate(req.turns or []):
+                        if t.voice:
+                            self.voice_for(model, model.endpoints[0] if model.endpoints else LOCAL_TTS, t.voice,
+                                           param=f"input[{k}].voice")
                 except InvalidRequest:
                     if i == 0:
                         raise
@@ -664,7 +700,7 @@ class Router:
         return TranscriptionResult(transcript, usage, route)
 
     # ---- speech ---------------------------------------------------------------------------------
-    def voice_for(self, model: Model, endpoint: Endpoint, voice: str | None) -> str:
+    def voice_for(self, model: Model, endpoint: Endpoint, voice: str | None, param: str = "voice") -> str:
         """Validate the requested voice against the model, then map it to the serving endpoint's voice."""
         local_voices = getattr(self.adapters.get("local"), "voices", ["heart"])
         accepted = {v.lower(): v for v in [*model.voices, *endpoint.voice_map]}
@@ -672,8 +708,8 @@ class Router:
         if name is None:
             name = local_voices[0]
         if name.lower() not in accepted and model.voices:
-            raise InvalidRequest(f"voice: {name!r} is not a voice of {model.id}; choose one of {model.voices}",
-                                 param="voice", metadata={"voices": model.voices, "model": model.id})
+            raise InvalidRequest(f"{param}: {name!r} is not a voice of {model.id}; choose one of {model.voices}",
+                                 param=param, metadata={"voices": model.voices, "model": model.id})
         name = accepted.get(name.lower(), name)
         if endpoint.substitute:
             return local_voices[0]
@@ -689,7 +725,12 @@ class Router:
             options = dict(req.provider.options.get(cand.endpoint.provider, {}))
             voice = (req.voice if req.voice_object and req.voice
                      else self.voice_for(cand.model, cand.endpoint, req.voice))
-            stream = await cand.adapter.synthesize(req, cand.endpoint, voice, options)  # type: ignore[attr-defined]
+            sreq = req
+            if req.turns:  # each turn's voice as this endpoint names it
+                sreq = replace(req, turns=[replace(
+                    t, voice=self.voice_for(cand.model, cand.endpoint, t.voice, param=f"input[{k}].voice")
+                    if t.voice else voice) for k, t in enumerate(req.turns)])
+            stream = await cand.adapter.synthesize(sreq, cand.endpoint, voice, options)  # type: ignore[attr-defined]
             try:
                 first = await anext(stream.chunks)
             except StopAsyncIteration:

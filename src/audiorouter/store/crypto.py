@@ -1,6 +1,7 @@
 """Encryption at rest for provider keys (BYOK): Fernet (AES-128-CBC + HMAC-SHA256). The key material comes
-from AUDIOROUTER_SECRET_KEY, else the file named by AUDIOROUTER_SECRET_KEY_FILE; with the default SQLite
-store a random one is created once in the data dir (mode 0600). Replicas must share it."""
+from AUDIOROUTER_SECRET_KEY, else the file named by AUDIOROUTER_SECRET_KEY_FILE; else a random one is created
+once in the data dir (mode 0600). Every process sharing a database must use the same key (store/keycheck.py
+refuses to start one that cannot decrypt what is stored)."""
 from __future__ import annotations
 
 import base64
@@ -41,10 +42,22 @@ def load_secret(settings: Any, *, may_create: bool) -> Fernet | None:
         return None
     path = Path(settings.data_dir) / "secret.key"
     if not path.exists():
+        # written whole under another name, then linked into place: processes starting at once over one data
+        # dir (a server and its workers) all end up with the one file that won, never an empty or half one
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(Fernet.generate_key().decode())
+        tmp = path.with_name(f".secret.key.{os.getpid()}.{os.urandom(4).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(Fernet.generate_key().decode())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+        finally:
+            os.unlink(tmp)
     return _fernet_from(path.read_text(encoding="utf-8"))
 
 

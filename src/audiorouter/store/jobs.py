@@ -136,6 +136,24 @@ class JobStore:
             return row
         return await self._run(fn)
 
+    async def encrypt_plain_secrets(self, prefix: str, encrypt: Callable[[str], str], batch: int = 500) -> int:
+        """Rewrite webhook secrets stored in clear (`<prefix><secret>`) encrypted, in batches; each row only if it
+        still holds what was read (processes starting at once share the work). Returns how many this one did."""
+        done = 0
+        while True:
+            def fn(conn: Connection) -> tuple[int, int]:
+                rows = conn.execute(select(Job.id, Job.webhook_secret).where(Job.webhook_secret.like(prefix + "%"))
+                                    .limit(batch)).all()
+                n = 0
+                for jid, old in rows:
+                    n += conn.execute(update(Job).where(Job.id == jid, Job.webhook_secret == old)
+                                      .values(webhook_secret=encrypt(str(old)[len(prefix):]))).rowcount
+                return len(rows), n
+            seen, n = await self._run(fn)
+            done += n
+            if seen < batch:
+                return done
+
     async def update(self, job_id: str, **values: Any) -> None:
         await self._run(lambda conn: conn.execute(update(Job).where(Job.id == job_id).values(**values)))
 

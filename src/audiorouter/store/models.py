@@ -187,3 +187,16 @@ class Job(Base):
         Index("ix_ar_jobs_purge", "purged", "purge_at"),
         Index("ix_ar_jobs_generation", "generation_id"),
     )
+
+
+class ChatAudio(Base):
+    """A spoken chat answer by its gateway audio id (store/chat_audio.py): what a later turn's
+    {"role": "assistant", "audio": {"id"}} stands for, until `expires_at` (unix seconds)."""
+    __tablename__ = "ar_chat_audio"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64))  # the caller key's hash ("" without auth)
+    transcript: Mapped[str] = mapped_column(Text)
+    upstream: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {"provider", "id", "expires_at"}
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_ar_chat_audio_expires", "expires_at"),)

@@ -10,6 +10,7 @@ from typing import Any
 from .byok import ByokStore
 from .crypto import Vault, load_secret
 from .db import Database, StoreConfigError, database_url, safe_url
+from .keycheck import check_secret_key
 from .keys import KeyStore, WeakSecret
 from .ledger import Ledger
 from .limits import Limits, MemoryLimits, RedisLimits
@@ -62,7 +63,9 @@ class Store:
             except Exception as e:
                 raise StoreConfigError(f"database {safe_url(self.url)}: migration failed: "
                                        f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
-        self.vault.fernet = load_secret(s, may_create=self.db.is_sqlite)
+        # no key configured: one is made once in the data dir; a key that cannot decrypt what is stored stops here
+        self.vault.fernet = load_secret(s, may_create=True)
+        await check_secret_key(self.db, self.vault, s)
         if s.management_key is not None and s.management_key.get_secret_value().strip():
             try:
                 await self.keys.ensure_bootstrap(s.management_key.get_secret_value().strip())

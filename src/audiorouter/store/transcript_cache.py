@@ -48,13 +48,18 @@ def audio_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# the request extras that change what a provider answers (logprobs, speakers, chunking): part of the key
+KEYED_EXTRAS = ("diarize", "keyterms", "include", "known_speaker_names", "known_speaker_references",
+                "chunking_strategy")
+
+
 def cache_key(digest: str, req: TranscriptionRequest, *, words: bool, namespace: str = "") -> str:
     prefs = dataclasses.asdict(req.provider)
     parts = {
         "v": FORMAT_VERSION, "ns": namespace, "audio": digest, "model": req.model, "models": req.models or [],
         "task": req.task, "language": req.language, "prompt": req.prompt, "temperature": req.temperature,
         "words": words, "provider": prefs,
-        "extra": {k: req.extra[k] for k in sorted(req.extra) if k in ("diarize", "keyterms")},
+        "extra": {k: req.extra[k] for k in sorted(req.extra) if k in KEYED_EXTRAS},
     }
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
