@@ -251,7 +251,12 @@ def write(res: dict) -> Path:
          "upstream share the other core. Each point is a warm-up second then "
          f"{meta['seconds']} s of wrk (`-t1 -cN`).",
          f"- machine load when the run started (1-min load average): {meta['loadavg']}; other work on the machine "
-         "(tests, builds) shows up as noise in the ranges.", ""]
+         "(tests, builds) shows up as noise in the ranges."]
+    for mg in meta.get("merged") or []:
+        L.append(f"- sections {', '.join(mg['sections'])}: a later run (`bench/run.py --merge`), {mg['started']}, "
+                 f"commit `{mg['commit']}`{' (with uncommitted changes)' if mg.get('dirty') else ''}, 1-min load "
+                 f"average at its start {mg['loadavg']:.2f}" + (f"; {mg['note']}" if mg.get("note") else ""))
+    L.append("")
     gw = res.get("gateways")
     if gw:
         L += ["## Gateway overhead", "",

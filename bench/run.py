@@ -135,6 +135,9 @@ def main() -> None:
         old = json.loads(last.read_text())
         old.update({k: v for k, v in res.items() if k != "meta"})
         old["meta"]["took_min"] = old["meta"].get("took_min", 0) + m["took_min"]
+        # the report says which sections come from this later run, of which code, under what load
+        old["meta"].setdefault("merged", []).append({k: m[k] for k in ("started", "commit", "dirty", "loadavg")}
+                                                    | {"sections": sorted(only)})
         res = old
     (WORK / "results.json").write_text(json.dumps(res, indent=1, default=str))
     if not a.no_report:
