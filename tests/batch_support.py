@@ -17,6 +17,7 @@ import httpx
 from conftest import DEV_AUDIO
 
 JOBS = "/api/v1/audio/transcriptions/jobs"
+FAKE_WHISPER = "test/fake-whisper"
 SECRET = "whsec_test_" + "k" * 24
 
 
@@ -162,3 +163,16 @@ class MotoS3:
         except Exception:
             self.proc.kill()
         self.log.close()
+
+
+def fake_whisper_catalog(base_url: str, price_per_second: float, **endpoint: Any) -> str:
+    """A user catalog with one priced transcription model (FAKE_WHISPER) on the OpenAI fake at base_url;
+    `endpoint` adds to its endpoint (capabilities, zdr)."""
+    import yaml
+    caps = {"word_timestamps": True, "prompt": True, **endpoint.pop("capabilities", {})}
+    return yaml.safe_dump({
+        "providers": {"openai": {"name": "OpenAI", "adapter": "openai", "base_url": base_url,
+                                 "api_key_env": "OPENAI_API_KEY"}},
+        "models": [{"id": FAKE_WHISPER, "name": "priced fake whisper", "kind": "transcription", "endpoints": [
+            {"provider": "openai", "upstream_model": "whisper-1", "pricing": {"per_second": price_per_second},
+             **endpoint, "capabilities": caps}]}]})

@@ -9,25 +9,28 @@ from __future__ import annotations
 import secrets
 
 import pytest
-import yaml
 
-from batch_support import JOBS, MotoS3, short_clips, submit_json, wait_final, wait_for
+from batch_support import (
+    FAKE_WHISPER,
+    JOBS,
+    MotoS3,
+    fake_whisper_catalog,
+    short_clips,
+    submit_json,
+    wait_final,
+    wait_for,
+)
 from fakes.openai_fake import OpenAIFake
 from test_keys_support import STT_PRICE_PER_SECOND, Gateway, SqliteDatabase, gateway_env, new_management_key
 
 pytestmark = pytest.mark.slow  # waits out a retention period
-MODEL = "test/fake-whisper"
+MODEL = FAKE_WHISPER
 PREFIX = "jobs"
 RETENTION_S = 30  # long enough to read the results on a loaded machine, short enough to wait out
 
 
 def _catalog(fake: OpenAIFake) -> str:
-    return yaml.safe_dump({
-        "providers": {"openai": {"name": "OpenAI", "adapter": "openai", "base_url": fake.base_url,
-                                 "api_key_env": "OPENAI_API_KEY"}},
-        "models": [{"id": MODEL, "name": "priced fake whisper", "kind": "transcription", "endpoints": [
-            {"provider": "openai", "upstream_model": "whisper-1", "pricing": {"per_second": STT_PRICE_PER_SECOND},
-             "zdr": True, "capabilities": {"word_timestamps": True, "prompt": True}}]}]})
+    return fake_whisper_catalog(fake.base_url, STT_PRICE_PER_SECOND, zdr=True)
 
 
 @pytest.fixture(scope="module")

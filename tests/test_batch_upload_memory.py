@@ -1,7 +1,7 @@
 """A big multipart upload to a batch job costs the server little memory, whatever its size: the file part is
 spooled to disk as it arrives and moved into the audio store (api/batch.py), and the worker (here the server's
 own in-process worker thread, the embedded default) fetches it to a file and decodes it from there onto the PCM
-spool, one chunk at a time (jobs/transcription.py audio_on_disk). Measured by the kernel: the server process's
+spool, one chunk at a time (jobs/transcription.py, Audio.path). Measured by the kernel: the server process's
 peak RSS (VmHWM, reset with /proc/<pid>/clear_refs) while an ~80 MB WAV is submitted and transcribed. Before,
 the upload was read into memory at submit and again by the worker: growth of at least the file's size.
 
@@ -17,23 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from batch_support import JOBS, wait_final
+from batch_support import FAKE_WHISPER, JOBS, fake_whisper_catalog, wait_final
 from fakes.openai_fake import OpenAIFake
 from test_keys_support import STT_PRICE_PER_SECOND, Gateway, SqliteDatabase, gateway_env, new_management_key
 
-MODEL = "test/fake-whisper"
+MODEL = FAKE_WHISPER
 RATE = 16000
 
 
 def _catalog(fake: OpenAIFake) -> str:
-    return yaml.safe_dump({
-        "providers": {"openai": {"name": "OpenAI", "adapter": "openai", "base_url": fake.base_url,
-                                 "api_key_env": "OPENAI_API_KEY"}},
-        "models": [{"id": MODEL, "name": "priced fake whisper", "kind": "transcription", "endpoints": [
-            {"provider": "openai", "upstream_model": "whisper-1", "pricing": {"per_second": STT_PRICE_PER_SECOND},
-             "capabilities": {"word_timestamps": True, "prompt": True}}]}]})
+    return fake_whisper_catalog(fake.base_url, STT_PRICE_PER_SECOND)
 
 
 def write_wav(path: Path, seconds: int, seed: int = 0) -> int:
@@ -65,17 +59,15 @@ def _reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("upload-mem")
+def _gateway(tmp: Path, **env: str):
+    """A gateway on SQLite with the OpenAI fake, its uploads spilled to tmp/spill: (gateway, tmp)."""
     fake = OpenAIFake().start()
     db = SqliteDatabase(tmp / "data" / "ledger.db")
     mgmt = new_management_key()
     env = gateway_env(tmp, database_url=db.url, management_key=mgmt, OPENAI_API_KEY=fake.api_key,
-                      AUDIOROUTER_RETRY_ATTEMPTS="1", AUDIOROUTER_CHUNK_CONCURRENCY="1",
-                      AUDIOROUTER_TMP_DIR=str(tmp / "spill"))
+                      AUDIOROUTER_TMP_DIR=str(tmp / "spill"), **env)
     (tmp / "spill").mkdir()
-    (tmp / "catalog.yaml").write_text(_catalog(fake), encoding="utf-8")
+    (tmp / "catalog.yaml").write_text(_catalog(fake), encoding="utf-8")  # over gateway_env's default one
     g = Gateway(tmp, env, mgmt, db)
     try:
         yield g, tmp
@@ -83,6 +75,12 @@ def gw(tmp_path_factory):
         g.stop()
         assert not fake.violations, fake.violations
         fake.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    yield from _gateway(tmp_path_factory.mktemp("upload-mem"), AUDIOROUTER_RETRY_ATTEMPTS="1",
+                        AUDIOROUTER_CHUNK_CONCURRENCY="1")
 
 
 def _submit(g: Gateway, key: str, path: Path) -> str:
@@ -169,20 +167,7 @@ def test_big_multipart_upload_is_spooled_not_held(gw):
 @pytest.fixture(scope="module")
 def gw_no_worker(tmp_path_factory):
     """A gateway that runs no jobs (AUDIOROUTER_JOBS_IN_PROCESS=0): what is measured is the submit alone."""
-    tmp = tmp_path_factory.mktemp("json-mem")
-    fake = OpenAIFake().start()
-    db = SqliteDatabase(tmp / "data" / "ledger.db")
-    mgmt = new_management_key()
-    env = gateway_env(tmp, database_url=db.url, management_key=mgmt, OPENAI_API_KEY=fake.api_key,
-                      AUDIOROUTER_JOBS_IN_PROCESS="0", AUDIOROUTER_TMP_DIR=str(tmp / "spill"))
-    (tmp / "spill").mkdir()
-    (tmp / "catalog.yaml").write_text(_catalog(fake), encoding="utf-8")
-    g = Gateway(tmp, env, mgmt, db)
-    try:
-        yield g, tmp
-    finally:
-        g.stop()
-        fake.stop()
+    yield from _gateway(tmp_path_factory.mktemp("json-mem"), AUDIOROUTER_JOBS_IN_PROCESS="0")
 
 
 def _json_body(path: Path, step: int = 3 * 64 * 1024):

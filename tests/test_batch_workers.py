@@ -15,9 +15,18 @@ import sys
 import time
 
 import pytest
-import yaml
 
-from batch_support import SECRET, MotoS3, WebhookReceiver, short_clips, submit_json, wait_final, wait_for
+from batch_support import (
+    FAKE_WHISPER,
+    SECRET,
+    MotoS3,
+    WebhookReceiver,
+    fake_whisper_catalog,
+    short_clips,
+    submit_json,
+    wait_final,
+    wait_for,
+)
 from conftest import ROOT
 from fakes.openai_fake import OpenAIFake
 from test_keys_support import (
@@ -33,16 +42,11 @@ from test_keys_support import (
 
 pytestmark = pytest.mark.slow
 N_JOBS = int(os.environ.get("AUDIOROUTER_TEST_BATCH_JOBS", "40"))
-MODEL = "test/fake-whisper"
+MODEL = FAKE_WHISPER
 
 
 def _catalog(fake: OpenAIFake) -> str:
-    return yaml.safe_dump({
-        "providers": {"openai": {"name": "OpenAI", "adapter": "openai", "base_url": fake.base_url,
-                                 "api_key_env": "OPENAI_API_KEY"}},
-        "models": [{"id": MODEL, "name": "priced fake whisper", "kind": "transcription", "endpoints": [
-            {"provider": "openai", "upstream_model": "whisper-1", "pricing": {"per_second": STT_PRICE_PER_SECOND},
-             "capabilities": {"translation": True, "word_timestamps": True, "prompt": True}}]}]})
+    return fake_whisper_catalog(fake.base_url, STT_PRICE_PER_SECOND, capabilities={"translation": True})
 
 
 class Worker:

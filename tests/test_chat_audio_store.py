@@ -44,7 +44,7 @@ async def test_store_scopes_expires_and_sweeps(store):
     assert await store.get("audio_never", "key-a") == (None, False)
     rec, expired = await store.get(recent, "key-a")
     assert expired and rec.expires_at == now - 5
-    assert await store.sweep() == 1  # only the row expired longer than grace_s ago
+    assert await store.sweep(now=now) == 1  # only the row expired longer than grace_s ago (clock: the test's)
     assert await store.get(old, "key-a") == (None, False)
     assert (await store.get(recent, "key-a"))[1] is True and (await store.get(live, "key-a"))[0] is not None
 

@@ -41,7 +41,7 @@ def fake():
 @pytest.fixture(scope="module")
 def gw(fake, tmp_path_factory):
     catalog = {"providers": {"deepgram": {"name": "Deepgram", "adapter": "deepgram", "base_url": fake.url + "/v1",
-                                          "api_key_env": "AR_TEST_DEEPGRAM_KEY", "timeout_s": 10}}}
+                                          "api_key_env": "AR_TEST_DEEPGRAM_KEY", "timeout_s": 120}}}
     yield from start_gateway(tmp_path_factory.mktemp("gw-diarize-chunks"), catalog, AR_TEST_DEEPGRAM_KEY=KEY,
                              AUDIOROUTER_CHUNK_SECONDS=str(CHUNK_SECONDS), AUDIOROUTER_CACHE_TTL_S="0")
 

@@ -347,7 +347,9 @@ class JobRuntime:
 
     async def _transcribe(self, job: Job) -> tuple[Any, dict[str, str]]:
         from .transcription import transcribe  # the one transcription use case
-        suffix = "." + (job.params.get("declared_format") or "bin")
+        # the client's declared format names the file only when it is a plain format name (never a path piece)
+        declared = str(job.params.get("declared_format") or "")
+        suffix = "." + (declared if declared.isalnum() and len(declared) <= 16 else "bin")
         # the audio is fetched to a file (S3: download_file, in parts) and transcribed from it: long audio is
         # decoded from the file, never read whole into memory (jobs/transcription.py); the file goes afterwards
         d = await asyncio.to_thread(tempfile.mkdtemp, prefix="audiorouter-job-", dir=self.settings.tmp_dir)

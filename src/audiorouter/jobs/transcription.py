@@ -58,7 +58,7 @@ from ..routing.router import Candidate, Plan, Route, Router, TranscriptionResult
 from ..store.transcript_cache import OFF, REFRESH, USE, TranscriptCache, audio_digest, cache_key, get_cache, policy
 
 __all__ = ["OFF", "REFRESH", "USE", "ChunkPlan", "TranscriptCache", "TranscriptionJob", "TranscriptionResult",
-           "audio_from_path", "audio_on_disk", "cache_policy", "chunk_audio", "chunk_plan", "chunking_possible",
+           "audio_from_path", "cache_policy", "chunk_audio", "chunk_plan", "chunking_possible",
            "get_cache", "stitch", "transcribe"]
 
 log = logging.getLogger("audiorouter.jobs.transcription")
@@ -368,22 +368,9 @@ def audio_from_path(path: str | os.PathLike) -> Audio:
     return Audio(p.read_bytes(), declared_format=canonical(p.suffix), filename=p.name)
 
 
-def audio_on_disk(path: str | os.PathLike, declared_format: str | None = None,
-                  filename: str | None = None) -> Audio:
-    """A file on disk as request audio WITHOUT reading it: TranscriptionJob decodes long audio from the file
-    (never whole in memory) and reads the bytes only of audio short enough for one router call. The file
-    must stay until the job has run; the caller deletes it."""
-    p = Path(path)
-    return Audio(b"", declared_format=declared_format or canonical(p.suffix), filename=filename or p.name,
-                 path=str(p))
-
-
 def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()  # the stdlib's chunked file hash
 
 
 # ---- the job ---------------------------------------------------------------------------------------------
@@ -452,7 +439,7 @@ class TranscriptionJob:
     async def _decode(self) -> None:
         audio, limit = self.req.audio, self.plan.limit_s
         tmp = getattr(self.settings, "tmp_dir", None)
-        # Audio on disk (audio_on_disk) is read into memory only when it goes to one router call as it is; long
+        # Audio on disk (Audio.path) is read into memory only when it goes to one router call as it is; long
         # audio is decoded from the file onto the spool, never read whole.
         on_disk = audio.path if audio.path and not audio.data else None
         if math.isinf(limit):
@@ -463,7 +450,13 @@ class TranscriptionJob:
             est = layout.duration  # read from the header: not worth a thread hop
         else:
             est = await asyncio.to_thread(probe_duration, audio.data, audio.declared_format)
-        if est is not None and est <= limit * 0.9:
+        # where chunks are possible (a finite limit), a file on disk is read whole only if a synchronous request
+        # could have sent it: a header that claims a short length for a big upload does not bring it into
+        # memory, it is decoded onto the spool below
+        cap = getattr(self.settings, "max_body_bytes", None)
+        inline_ok = (not on_disk or cap is None or math.isinf(limit)
+                     or await asyncio.to_thread(os.path.getsize, on_disk) <= cap)
+        if est is not None and est <= limit * 0.9 and inline_ok:
             # The header's estimate is only a hint: the in-memory decode stops the moment it passes the chunk
             # limit (float32 held: at most `limit` seconds), and audio that turns out longer than its header
             # said is decoded again onto the spool below, like any long file.

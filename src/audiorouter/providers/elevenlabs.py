@@ -281,7 +281,7 @@ class ElevenLabsProvider(HTTPProvider):
                     obj = json.loads(line)
                     audio = base64.b64decode(obj.get("audio_base64") or "", validate=True)
                     got = _alignment(obj.get("alignment"))
-                except (ValueError, TypeError, AttributeError, binascii.Error) as e:
+                except (ValueError, TypeError, AttributeError, KeyError, binascii.Error) as e:
                     raise self._malformed(f"with-timestamps chunk: {e.__class__.__name__}") from None
                 # Times are from the start of the whole audio; a chunk whose times start over (before what
                 # came already) is taken as relative to its own audio, placed where that audio begins.

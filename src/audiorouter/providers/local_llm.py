@@ -55,11 +55,8 @@ class ChatLLM(Protocol):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()  # the stdlib's chunked file hash
 
 
 def _verified(path: Path, sha: str, cache_dir: Path) -> Path:
