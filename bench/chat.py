@@ -398,5 +398,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--phases", action="store_true", help="only the in-process phase breakdown of the cascade")
+    ap.add_argument("--offline", action="store_true", help="only the offline cascade over HTTP")
     a = ap.parse_args()
-    print(json.dumps(phases(a.reps) if a.phases else run(a.reps), indent=1))
+    print(json.dumps(phases(a.reps) if a.phases else offline(a.reps) if a.offline else run(a.reps), indent=1))

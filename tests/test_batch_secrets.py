@@ -146,3 +146,38 @@ def test_server_and_worker_refuse_a_key_that_cannot_decrypt(tmp_path):
     assert "a-different-passphrase" not in r.stdout + r.stderr and "Traceback" not in r.stderr
     with pytest.raises(RuntimeError, match="cannot decrypt the secrets already stored"):
         ServerProcess(env=other, tmp=tmp_path).start()
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_processes_creating_the_key_at_once_all_get_the_same_whole_key(tmp_path, monkeypatch, links):
+    """Eight threads making the data dir's key at once (as a server and its workers starting together) all read
+    the one key that won, mode 0600; on a filesystem without hard links (os.link failing as on some network
+    mounts) too, through the exclusive in-place create."""
+    import threading
+
+    from audiorouter.store import crypto
+
+    if not links:
+        def no_link(src, dst, *a, **kw):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(crypto.os, "link", no_link)
+    settings = _settings(tmp_path / "data")
+    start = threading.Barrier(8)
+    keys: list[bytes] = []
+
+    def make() -> None:
+        start.wait()
+        f = crypto.load_secret(settings, may_create=True)
+        keys.append(f.decrypt(f.encrypt(b"x")) and (tmp_path / "data" / "secret.key").read_bytes())
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(keys) == 8 and len(set(keys)) == 1 and len(keys[0]) == crypto.KEY_CHARS
+    path = tmp_path / "data" / "secret.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temp file left behind
+    token = crypto.load_secret(settings, may_create=True).encrypt(b"secret")
+    assert crypto.load_secret(settings, may_create=True).decrypt(token) == b"secret"  # the same key, read again

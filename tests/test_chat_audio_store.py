@@ -26,7 +26,7 @@ QUESTION = DEV_AUDIO / "sr_english.wav"
 async def store(tmp_path):
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}")
     await db.upgrade()
-    yield ChatAudioStore(db, grace_s=60)
+    yield ChatAudioStore(db, grace_s=60, sweep_every_s=1e9)  # no sweep from put: the test sweeps itself
     await db.close()
 
 
@@ -47,6 +47,22 @@ async def test_store_scopes_expires_and_sweeps(store):
     assert await store.sweep(now=now) == 1  # only the row expired longer than grace_s ago (clock: the test's)
     assert await store.get(old, "key-a") == (None, False)
     assert (await store.get(recent, "key-a"))[1] is True and (await store.get(live, "key-a"))[0] is not None
+
+
+async def test_put_starts_the_sweep_without_waiting_for_it(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}")
+    await db.upgrade()
+    try:
+        store = ChatAudioStore(db, grace_s=60, sweep_every_s=0)
+        old = new_audio_id()
+        assert await store.put(old, "k", "Long gone.", int(time.time()) - 3600)
+        task = store._sweeping
+        assert task is not None  # started by that put, not awaited by it
+        await task
+        assert store._sweeping is None
+        assert await store.get(old, "k") == (None, False)  # swept: it had expired more than grace_s ago
+    finally:
+        await db.close()
 
 
 # ---- two replicas over one database --------------------------------------------------------------------------

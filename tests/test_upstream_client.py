@@ -81,11 +81,6 @@ def ok_json(obj) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
-def ok_json(obj) -> bytes:
-    body = orjson.dumps(obj)
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
 async def test_request_sends_head_and_body_as_given_and_reads_json():
     async with Upstream(lambda head, body, n: ok_json({"n": n, "len": len(body)})) as up:
         p = provider()
@@ -314,6 +309,46 @@ async def test_lines_split_across_chunks_with_every_line_end():
     # the same bytes through httpx's own line splitter agree
     expected = list(httpx.Response(200, content=b"".join(pieces)).iter_lines())
     assert lines == expected
+
+
+async def test_a_line_or_event_that_never_ends_is_not_buffered_without_bound():
+    """An answer whose line (or server-sent event) goes on past the limit stops with LineTooLong, an
+    httpx.DecodingError, which the adapters map to a retryable malformed-reply error (a 502), not to memory
+    growing with whatever the upstream sends."""
+    from audiorouter.core.errors import UpstreamError
+    from audiorouter.providers.http import map_transport_error
+    from audiorouter.providers.openai_compatible import iter_sse_data
+    from audiorouter.providers.upstream_client import LineTooLong
+
+    endless = b"x" * 5000
+    many = b"data: abc\n" * 2000  # one event of many data lines, each short
+    for payload, reader in ((endless, lambda r: r.aiter_lines(max_line=4096)),
+                            (many, lambda r: iter_sse_data(r.aiter_lines(), max_event=4096))):
+        async def chunked(head, body, n, payload=payload):
+            return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + \
+                b"".join(b"%x\r\n%s\r\n" % (1000, payload[i:i + 1000]) for i in range(0, len(payload), 1000)) + \
+                b"0\r\n\r\n"
+        async with Upstream(chunked) as up:
+            p = provider()
+            try:
+                r = await p.send("POST", up.url(), json={}, stream=True)
+                with pytest.raises(LineTooLong) as e:
+                    async for _ in reader(r):
+                        pass
+            finally:
+                await p.aclose()
+        mapped = map_transport_error("up", e.value)
+        assert isinstance(mapped, UpstreamError) and mapped.retryable and "malformed upstream reply" in mapped.message
+        assert mapped.status == 502
+    # under the limit, the same lines are read whole
+    async with Upstream(lambda h, b, n: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(many), many)) as up:
+        p = provider()
+        try:
+            r = await p.send("POST", up.url(), json={}, stream=True)
+            events = [d async for d in iter_sse_data(r.aiter_lines())]
+        finally:
+            await p.aclose()
+    assert events == ["\n".join(["abc"] * 2000)]
 
 
 def test_encode_body_encodes_like_httpx_or_refuses():

@@ -78,6 +78,9 @@ class Cascade(Strict):
     chat: str
     speech: str
     system_prompt: str | None = None
+    # provider options for the transcription step, as a request's provider.options (e.g. {local: {beam_size: 1}}:
+    # the local Whisper decodes a spoken question greedily, a fifth faster than its beam search)
+    transcription_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Endpoint(Strict):

@@ -319,12 +319,16 @@ class ChatJob:
         p = self.req.provider
         return RoutingPrefs(zdr=p.zdr, data_collection=p.data_collection)
 
-    async def _transcribe_parts(self, model_id: str) -> tuple[dict[int, str], float]:
+    async def _transcribe_parts(self, model_id: str,
+                                options: dict[str, dict[str, Any]] | None = None) -> tuple[dict[int, str], float]:
         """Each audio part through the transcription use case (jobs/transcription.py): its routing, and the
         transcript cache with the transcription endpoint's keys and policy. Raw pcm16 (24 kHz) goes as the 16 kHz
-        s16le the transcription endpoint calls "pcm"."""
+        s16le the transcription endpoint calls "pcm". `options`: the cascade's provider options for this step."""
         out: dict[int, str] = {}
         cost = 0.0
+        prefs = self._step_prefs()
+        if options:
+            prefs = dataclasses.replace(prefs, options={k: dict(v) for k, v in options.items()})
         for key, d in self.parts.items():
             a = d.part.audio
             if d.fmt == "pcm16":
@@ -332,7 +336,7 @@ class ChatJob:
                 audio = Audio(pcm, declared_format="pcm", detected_format="pcm")
             else:
                 audio = Audio(a.data, declared_format=a.declared_format, detected_format=a.detected_format)
-            treq = TranscriptionRequest(model=model_id, audio=audio, provider=self._step_prefs())
+            treq = TranscriptionRequest(model=model_id, audio=audio, provider=prefs)
             mode = cache_policy(self.cache_control, self.req.extra.get("cache"), treq) if self.cache else OFF
             res, _ = await transcribe(self.router, treq, self.settings, field=d.part.path + ".data", cache=self.cache,
                                       cache_mode=mode, namespace=self.namespace)
@@ -435,7 +439,7 @@ class ChatJob:
         delta with usage and finish_reason."""
         casc = cand.endpoint.cascade
         assert casc is not None
-        transcripts, stt_cost = await self._transcribe_parts(casc.transcription)
+        transcripts, stt_cost = await self._transcribe_parts(casc.transcription, casc.transcription_options)
         treq = self._text_request(transcripts)
         llm_cand, first, it = await self._llm_stream(cand, treq)
         want_audio = self.req.wants_audio

@@ -83,6 +83,9 @@ def raise_for_upstream(provider: str, resp: Response, secrets: Iterable[str | No
 
 
 def map_transport_error(provider: str, e: httpx.HTTPError) -> UpstreamError:
+    if isinstance(e, httpx.DecodingError):  # the answer arrived but cannot be read (e.g. a line without end)
+        return UpstreamError(f"{provider}: malformed upstream reply ({e})", retryable=True,
+                             metadata={"provider_name": provider, "reason": "malformed_reply"})
     if isinstance(e, httpx.TimeoutException):
         return UpstreamTimeout(f"{provider}: upstream timed out ({e.__class__.__name__})", retryable=True,
                                metadata={"provider_name": provider})

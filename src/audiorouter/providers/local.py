@@ -23,8 +23,10 @@ log = logging.getLogger("audiorouter.local")
 STT_BATCH = 8  # windows decoded together at most (AUDIOROUTER_WHISPER_BATCH_SIZE when settings has it)
 
 
-def _stt_options(req: TranscriptionRequest, options: dict[str, Any]) -> tuple[str | None, str | None, float | None]:
-    """language, prompt, temperature for Whisper: the request's, overridden by provider.options.local; a
+def _stt_options(req: TranscriptionRequest,
+                 options: dict[str, Any]) -> tuple[str | None, str | None, float | None, int | None]:
+    """language, prompt, temperature and beam size for Whisper: the request's, overridden by
+    provider.options.local (beam_size 1 to 10; 1 decodes greedily, as the voice-chat cascade does for speed); a
     wrong type or a language Whisper does not know is a 400, not an engine crash."""
     language = options.get("language", req.language)
     prompt = options.get("prompt", req.prompt)
@@ -39,7 +41,11 @@ def _stt_options(req: TranscriptionRequest, options: dict[str, Any]) -> tuple[st
                                     or not 0 <= temperature <= 1):
         raise InvalidRequest("provider.options.local.temperature: expected a number between 0 and 1",
                              param="provider.options.local.temperature")
-    return language, prompt, temperature
+    beam = options.get("beam_size")
+    if beam is not None and (isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= 10):
+        raise InvalidRequest("provider.options.local.beam_size: expected a whole number from 1 to 10",
+                             param="provider.options.local.beam_size")
+    return language, prompt, temperature, beam
 
 
 def vad_options(strategy: Any) -> dict[str, Any] | None:
@@ -129,7 +135,7 @@ class LocalProvider(ProviderAdapter):
     async def transcribe(self, req: TranscriptionRequest, audio: PreparedAudio, endpoint, options: dict[str, Any],
                          progress=None) -> Transcript:
         engine = self.whisper
-        language, prompt, temperature = _stt_options(req, options)
+        language, prompt, temperature, beam = _stt_options(req, options)
         logprobs = "logprobs" in (req.extra.get("include") or ())
         vad = vad_options(req.extra.get("chunking_strategy"))
         cancel = threading.Event()
@@ -137,7 +143,8 @@ class LocalProvider(ProviderAdapter):
             t = await self.stt_pool.run(lambda: engine.transcribe(
                 audio.samples, task=req.task, language=language, prompt=prompt,
                 temperature=temperature, words=req.want_words or logprobs, progress=progress,
-                on_segment=getattr(progress, "on_segment", None), cancelled=cancel.is_set, vad=vad))
+                on_segment=getattr(progress, "on_segment", None), cancelled=cancel.is_set, vad=vad,
+                beam_size=beam))
         except asyncio.CancelledError:
             cancel.set()  # the caller is gone (client left, or a faster fallback won): stop the engine too
             raise

@@ -67,6 +67,7 @@ class _Window:
     prompt: str | None
     future: Future = field(default_factory=Future)
     cancelled: Callable[[], bool] = _never
+    beam: int = 5                 # beam size; a batch holds windows of one beam size only
 
 
 @dataclass
@@ -172,19 +173,24 @@ class WhisperEngine:
                    prompt: str | None = None, temperature: float | None = None, words: bool = False,
                    progress: Callable[[float], None] | None = None,
                    on_segment: Callable[[Segment], None] | None = None,
-                   cancelled: Callable[[], bool] | None = None, vad: dict[str, Any] | None = None) -> Transcript:
-        """`cancelled` is polled between windows and segments; once it returns True the work stops and
-        TranscriptionCancelled is raised (a batch already being decoded still finishes). `vad`: Silero VAD
+                   cancelled: Callable[[], bool] | None = None, vad: dict[str, Any] | None = None,
+                   beam_size: int | None = None) -> Transcript:
+        """`beam_size`: this request's (default: the engine's); 1 decodes greedily, about a fifth faster for a
+        short question (bench/chat.py --phases), which is what a voice turn wants. `cancelled` is polled
+        between windows and segments; once it returns True the work stops and TranscriptionCancelled is raised
+        (a batch already being decoded still finishes). `vad`: Silero VAD
         settings (faster_whisper.vad.VadOptions fields: threshold, min_silence_duration_ms, speech_pad_ms)
         overriding the defaults, e.g. from OpenAI's chunking_strategy server_vad."""
         self.load()
         cancelled = cancelled or _never
+        beam = max(1, int(beam_size or self.beam_size))
         if words or temperature:
             return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
                                                temperature=temperature, words=words, progress=progress,
-                                               on_segment=on_segment, cancelled=cancelled, vad=vad)
+                                               on_segment=on_segment, cancelled=cancelled, vad=vad, beam=beam)
         return self._transcribe_batched(samples, task=task, language=language, prompt=prompt,
-                                        progress=progress, on_segment=on_segment, cancelled=cancelled, vad=vad)
+                                        progress=progress, on_segment=on_segment, cancelled=cancelled, vad=vad,
+                                        beam=beam)
 
     # ---- batched path ----------------------------------------------------------------------------------
     def _windows(self, samples: np.ndarray, vad: dict[str, Any] | None = None):
@@ -202,7 +208,8 @@ class WhisperEngine:
         return np.ascontiguousarray(pad_or_trim(fe(audio)[..., :-1]), dtype=np.float32)
 
     def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment,
-                            cancelled: Callable[[], bool], vad: dict[str, Any] | None = None) -> Transcript:
+                            cancelled: Callable[[], bool], vad: dict[str, Any] | None = None,
+                            beam: int = 5) -> Transcript:
         from faster_whisper.vad import SpeechTimestampsMap
         duration = len(samples) / SAMPLE_RATE
         with self._cv:
@@ -215,7 +222,7 @@ class WhisperEngine:
             if cancelled():
                 raise TranscriptionCancelled()
             first = _Window(self._features(windows[0][0]), float(windows[0][1]["offset"]),
-                            float(windows[0][1]["duration"]), task, language, prompt, cancelled=cancelled)
+                            float(windows[0][1]["duration"]), task, language, prompt, cancelled=cancelled, beam=beam)
             self._submit([first], release=True)
             released = True
         finally:
@@ -227,7 +234,7 @@ class WhisperEngine:
             audio, meta = windows[i]
             # like faster-whisper without condition_on_previous_text: the prompt conditions the first window only
             return _Window(self._features(audio), float(meta["offset"]), float(meta["duration"]), task, lang,
-                           prompt if i == 0 else None, cancelled=cancelled)
+                           prompt if i == 0 else None, cancelled=cancelled, beam=beam)
 
         # The first window decides the language when none was given (as Whisper does with the first 30 s);
         # the others are queued together once it is known, and all of them batch with other requests' windows.
@@ -276,7 +283,7 @@ class WhisperEngine:
                 if speech_seconds(rest) < TAIL_MIN_SPEECH_S:
                     return r
                 tail = _Window(self._features(rest), off + done_to, dur - done_to, task, lang, None,
-                               cancelled=cancelled)
+                               cancelled=cancelled, beam=beam)
                 self._submit([tail], front=True)  # its request's text waits on it: ahead of the queue
                 more = tail.future.result()
                 if not more.segments or more.segments[-1]["end"] - off <= done_to + 0.1:
@@ -319,12 +326,16 @@ class WhisperEngine:
                     break
                 self._cv.wait(left)
             batch: list[_Window] = []
+            keep: list[_Window] = []  # windows of another beam size wait for the next batch, in their order
             while self._pending and len(batch) < self.batch_size:
                 w = self._pending.pop(0)
                 if w.cancelled():  # its request is gone: not decoded for nobody
                     w.future.set_exception(TranscriptionCancelled())
+                elif batch and w.beam != batch[0].beam:
+                    keep.append(w)
                 else:
                     batch.append(w)
+            self._pending[:0] = keep
             return batch
 
     def _decode_loop(self) -> None:
@@ -361,7 +372,7 @@ class WhisperEngine:
         prompts = [m.get_prompt(tok, tok.encode(" " + w.prompt.strip()) if w.prompt else [], without_timestamps=False)
                    for w, tok in zip(batch, toks)]
         out = m.model.generate(
-            enc, prompts, beam_size=self.beam_size, patience=1.0, length_penalty=1.0, max_length=m.max_length,
+            enc, prompts, beam_size=batch[0].beam, patience=1.0, length_penalty=1.0, max_length=m.max_length,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
             max_initial_timestamp_index=round(1.0 / m.time_precision))
         results = []
@@ -459,7 +470,7 @@ class WhisperEngine:
     # ---- sequential path (word timestamps, fixed temperature) --------------------------------------------
     def _transcribe_sequential(self, samples, *, task, language, prompt, temperature, words, progress,
                                on_segment, cancelled: Callable[[], bool],
-                               vad: dict[str, Any] | None = None) -> Transcript:
+                               vad: dict[str, Any] | None = None, beam: int = 5) -> Transcript:
         model = self._model
         duration = len(samples) / SAMPLE_RATE
         temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]
@@ -467,7 +478,7 @@ class WhisperEngine:
         suppress = self._latin_only(self._tokenizer("translate", "en")) if task == "translate" else [-1]
         seg_iter, info = model.transcribe(
             samples, task=task, language=language, initial_prompt=prompt or None, temperature=temps,
-            beam_size=self.beam_size, vad_filter=True, vad_parameters=vad or None, word_timestamps=words,
+            beam_size=beam, vad_filter=True, vad_parameters=vad or None, word_timestamps=words,
             condition_on_previous_text=False, suppress_tokens=suppress)
         segments: list[Segment] = []
         for s in seg_iter:

@@ -36,6 +36,7 @@ from ..core.audio import SpeechStream
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .http import Response
 from .openai_compatible import OpenAICompatibleProvider, form_value, malformed, parse_segments
+from .upstream_client import MAX_LINE, LineTooLong
 
 PCM_RATE = 24000
 
@@ -101,13 +102,14 @@ class MistralProvider(OpenAICompatibleProvider):
         """Server-Sent Events -> JSON payloads (the `event:` name is repeated in the payload's `type`)."""
         event: str | None = None
         data: list[str] = []
+        size = 0
         async for line in resp.aiter_lines():
             if line.startswith(":"):
                 continue
             if line == "":
                 if data:
                     raw = "\n".join(data)
-                    data = []
+                    data, size = [], 0
                     if raw.strip() == "[DONE]":
                         return
                     try:
@@ -126,6 +128,9 @@ class MistralProvider(OpenAICompatibleProvider):
                 event = value
             elif field == "data":
                 data.append(value)
+                size += len(value) + 1
+                if size > MAX_LINE:
+                    raise LineTooLong(f"an event of the answer passed {MAX_LINE} characters")
 
     async def _pcm_chunks(self, resp: Response, state: dict) -> AsyncIterator[np.ndarray]:
         carry = b""

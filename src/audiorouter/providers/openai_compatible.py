@@ -32,6 +32,7 @@ from ..core.audio import PreparedAudio, SpeechStream
 from ..core.errors import GatewayError, InvalidRequest, UpstreamError
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .http import HTTPProvider, Response
+from .upstream_client import MAX_LINE, LineTooLong
 
 _RATE_PARAM = re.compile(r"rate=(\d+)")
 
@@ -135,15 +136,17 @@ def parse_openai_transcript(body: Any, task: str, provider: str) -> Transcript:
         logprobs=parse_logprobs(body.get("logprobs"), provider))
 
 
-async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The data of each event in a text/event-stream (multi-line data joined with newlines)."""
+async def iter_sse_data(lines: AsyncIterator[str], max_event: int = MAX_LINE) -> AsyncIterator[str]:
+    """The data of each event in a text/event-stream (multi-line data joined with newlines); LineTooLong once
+    one event's data passes `max_event` characters."""
     data: list[str] = []
+    size = 0
     async for line in lines:
         line = line.rstrip("\r")
         if not line:
             if data:
                 yield "\n".join(data)
-                data = []
+                data, size = [], 0
             continue
         if line.startswith(":"):
             continue
@@ -152,6 +155,9 @@ async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             value = value[1:]
         if name == "data":
             data.append(value)
+            size += len(value) + 1
+            if size > max_event:
+                raise LineTooLong(f"an event of the answer passed {max_event} characters")
     if data:
         yield "\n".join(data)
 

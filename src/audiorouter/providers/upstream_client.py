@@ -49,6 +49,10 @@ JOIN_LIMIT = 1 << 20     # bodies up to this size go as one buffer; bigger ones 
 # stream ended) and a slow client pauses the upstream. Measured: no CPU cost for the 100 KB speech answer.
 READ_BUFFER = 1
 USER_AGENT = "audiorouter"
+# the longest text line (or one server-sent event's data) read from an upstream answer: an ElevenLabs
+# with-timestamps chunk or a chat audio delta is tens to hundreds of KB; a line that never ends is not buffered
+# without bound
+MAX_LINE = 8 << 20
 CLOSE_GRACE_S = 0.05  # after closing a client, before the process may exit (HTTPProvider.aclose)
 BYTES = (bytes, bytearray, memoryview)
 Part = bytes | bytearray | memoryview  # a piece of a request body, sent as it is (never copied)
@@ -56,6 +60,10 @@ Part = bytes | bytearray | memoryview  # a piece of a request body, sent as it i
 _BOUNDARY_PREFIX = "ar" + secrets.token_hex(12)
 _boundary_serial = itertools.count()
 _EOL = re.compile("\r\n|\r|\n")
+
+
+class LineTooLong(httpx.DecodingError):
+    """An upstream answer's line (or event) went past MAX_LINE characters without ending."""
 
 
 def build_client(timeout_s: float, connect_s: float) -> Client:
@@ -297,8 +305,9 @@ class UpstreamResponse:
         if tail:
             yield tail
 
-    async def aiter_lines(self) -> AsyncIterator[str]:
-        """The body as text lines (ended by \\n, \\r\\n or \\r), without their line ends."""
+    async def aiter_lines(self, max_line: int = MAX_LINE) -> AsyncIterator[str]:
+        """The body as text lines (ended by \\n, \\r\\n or \\r), without their line ends; LineTooLong once
+        a line passes `max_line` characters unended."""
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         buf = ""
         async for chunk in self.aiter_bytes():
@@ -310,6 +319,8 @@ class UpstreamResponse:
                 yield buf[pos:m.start()]
                 pos = m.end()
             buf = buf[pos:]
+            if len(buf) > max_line:
+                raise LineTooLong(f"a line of the answer passed {max_line} characters")
         buf += dec.decode(b"", final=True)
         for line in buf.splitlines():
             yield line

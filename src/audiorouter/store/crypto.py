@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +43,60 @@ def load_secret(settings: Any, *, may_create: bool) -> Fernet | None:
         return None
     path = Path(settings.data_dir) / "secret.key"
     if not path.exists():
-        # written whole under another name, then linked into place: processes starting at once over one data
-        # dir (a server and its workers) all end up with the one file that won, never an empty or half one
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".secret.key.{os.getpid()}.{os.urandom(4).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_key_file(path)
+    return _fernet_from(_read_key_file(path))
+
+
+def _create_key_file(path: Path) -> None:
+    """A new random key at `path` (0600), or nothing where another process made it first. Written whole under
+    another name, then linked into place: processes starting at once over one data dir (a server and its
+    workers) all end up with the one file that won, never an empty or half one. On a filesystem without hard
+    links (some network and container mounts) the file is created exclusively in place instead, and readers
+    wait for it to be whole (_read_key_file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    tmp = path.with_name(f".secret.key.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    linked = False
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(Fernet.generate_key().decode())
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process created it first: use theirs
-        finally:
-            os.unlink(tmp)
-    return _fernet_from(path.read_text(encoding="utf-8"))
+            os.link(tmp, path)
+            linked = True
+        except FileExistsError:
+            return  # another process created it first: use theirs
+        except OSError:
+            pass  # no hard links here
+    finally:
+        os.unlink(tmp)
+    if linked:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+KEY_CHARS = 44  # a Fernet key: 32 bytes, url-safe base64
+KEY_WAIT_S = 5.0
+
+
+def _read_key_file(path: Path) -> str:
+    """The generated key; a file shorter than a key is one still being written by another process (only where
+    hard links are missing), read again until it is whole or KEY_WAIT_S passed."""
+    deadline = time.monotonic() + KEY_WAIT_S
+    while True:
+        text = path.read_text(encoding="utf-8")
+        if len(text.strip()) >= KEY_CHARS or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
 
 
 class Vault:
