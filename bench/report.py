@@ -484,6 +484,39 @@ def chat_section(chat: dict) -> list[str]:
     return L
 
 
+# section -> (the first line of its text in the doc, the renderer of that text, the result it renders)
+SPLICEABLE = {"chat": ("## Chat (`/chat/completions`)", chat_section, "chat"),
+              # the cascade's part of the chat section only (its gateway-overhead table, measured beside LiteLLM and
+              # Portkey, stays)
+              "chat-offline": ("Offline voice-chat cascade (", lambda r: chat_section(r)[2:], "chat")}
+
+
+def splice(res: dict, sections: list[str]) -> Path:
+    """A section measured again on its own (`bench/run.py --only chat --splice`, e.g. on a fresh machine where
+    the full run's results.json is gone) put in place of that section of the generated docs/benchmarks.md,
+    with a line under Setup saying which run, commit and load it comes from. Other sections stay as they were."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    m = res["meta"]
+    for name in sections:
+        if name not in SPLICEABLE:
+            raise SystemExit(f"--splice: no renderer for section {name!r} (have: {', '.join(SPLICEABLE)})")
+        head, render, key = SPLICEABLE[name]
+        start = next(i for i, line in enumerate(lines) if line.startswith(head))
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = render(res[key])
+    setup = lines.index("## Setup")
+    end = next(i for i in range(setup + 1, len(lines)) if lines[i].startswith("## "))
+    while not lines[end - 1].strip():
+        end -= 1
+    dirty = " (with uncommitted changes)" if m.get("dirty") else ""
+    lines.insert(end, f"- sections {', '.join(sections)}: a later run on its own (`bench/run.py --only "
+                      f"{','.join(sections)} --splice`), {m['started']}, commit `{m['commit']}`{dirty}, 1-min load "
+                      f"average at its start {m['loadavg']:.2f}; it replaces what the full run measured there")
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return doc
+
+
 def targets_section(res: dict) -> list[str]:
     """Issue 14's targets: on the https rows (auth with a key, ledger and metrics on) added p50 <= 1 ms at c=1,
     req/s at c=32 >= 2x Portkey's and >= 5x LiteLLM's, gateway CPU <= 1 ms per request; on the plain-http rows

@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--only", default="gateways,clients,big,local,batch,chat")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--merge", action="store_true", help="update the sections run in the last results.json")
+    ap.add_argument("--splice", action="store_true",
+                    help="with --only chat or chat-offline and no earlier results.json (a fresh machine): replace that section of "
+                         "docs/benchmarks.md with this run's and say so under Setup")
     a = ap.parse_args()
     quick = a.quick or os.environ.get("BENCH_QUICK") == "1"
     only = set(a.only.split(","))
@@ -129,6 +132,10 @@ def main() -> None:
         import chat
         log("chat: gateway overhead against the fake chat upstream, offline voice-chat cascade")
         res["chat"] = chat.run(reps=2 if quick else 5, log=log)
+    if "chat-offline" in only:
+        import chat
+        log("chat: the offline voice-chat cascade only (over HTTP, then its phases in-process)")
+        res["chat"] = {"offline": chat.offline(reps=2 if quick else 7, log=log), "phases": chat.phases(3, log)}
     m["took_min"] = (time.time() - started) / 60
     last = WORK / "results.json"
     if a.merge and last.exists():
@@ -140,6 +147,11 @@ def main() -> None:
                                                     | {"sections": sorted(only)})
         res = old
     (WORK / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    if a.splice:
+        import report
+        out = report.splice(res, sorted(only))
+        log(f"spliced {', '.join(sorted(only))} into {out.relative_to(ROOT)}")
+        return
     if not a.no_report:
         import report
         before = HERE / "before_after.md"

