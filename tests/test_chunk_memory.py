@@ -219,20 +219,58 @@ def test_chunking_possible():
 
 
 def test_malloc_tuning_setting(monkeypatch):
-    from audiorouter import cli
     from audiorouter.config import Settings
+    from audiorouter.core import malloc
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.setenv("AUDIOROUTER_MALLOC_MMAP_THRESHOLD", "0")
-    assert Settings().malloc_mmap_threshold == 0 and cli._tune_malloc(0) is None
+    assert Settings().malloc_mmap_threshold == 0 and malloc.tune(0) is None
     monkeypatch.delenv("AUDIOROUTER_MALLOC_MMAP_THRESHOLD")
     default = Settings().malloc_mmap_threshold
     assert default == 1024 * 1024
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # glibc's own setting wins
-    assert cli._tune_malloc(default) is None
+    assert malloc.tune(default) is None
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
-    expected = default if cli._glibc() and os.uname().sysname == "Linux" else None
-    assert cli._tune_malloc(default) == expected
+    expected = default if malloc.glibc() and os.uname().sysname == "Linux" else None
+    assert malloc.tune(default) == expected
+
+
+def test_engine_scopes_raise_the_threshold_until_the_last_one_ends(monkeypatch):
+    """big_buffers(): the threshold is ENGINE_THRESHOLD while any thread is inside one, and the gateway's
+    again once the last one ends, whatever the order they end in."""
+    import threading
+
+    from audiorouter.core import malloc
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    if malloc.tune(1 << 20) is None:
+        pytest.skip("not glibc on Linux")
+    assert malloc.threshold() == 1 << 20
+    inside, a_out = threading.Barrier(3), threading.Event()
+    seen = []
+
+    def first() -> None:
+        with malloc.big_buffers():
+            inside.wait()
+        a_out.set()
+
+    def second() -> None:
+        with malloc.big_buffers():
+            inside.wait()
+            a_out.wait(10)
+            seen.append(malloc.threshold())  # the other scope has ended, this one has not
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait()
+    for t in threads:
+        t.join(10)
+    assert seen == [malloc.ENGINE_THRESHOLD]  # the first to leave did not lower it
+    assert malloc.threshold() == 1 << 20
+    with pytest.raises(RuntimeError), malloc.big_buffers():
+        raise RuntimeError("an engine failing still ends its scope")
+    assert malloc.threshold() == 1 << 20
 
 
 def test_preload_vad_follows_preload_unless_set(monkeypatch):

@@ -31,7 +31,8 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, 
     if workers:
         os.environ["AUDIOROUTER_WORKERS"] = str(workers)
     s = get_settings()
-    _tune_malloc(s.malloc_mmap_threshold)
+    from .core import malloc
+    malloc.tune(s.malloc_mmap_threshold)  # glibc: big freed buffers go back to the system (core/malloc.py)
     s.host, s.insecure_no_auth = host or s.host, insecure_no_auth or s.insecure_no_auth  # checked at start-up
     from .api.app import create_app
     application = create_app(s)
@@ -41,46 +42,6 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1, 
     uvicorn.run(application, host=host or s.host, port=port or s.port, log_level=log_level or s.log_level,
                 loop="uvloop", http=guarded_protocol(s), access_log=False,
                 log_config=log_config(s.log_format, log_level or s.log_level))
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-
-
-def _tune_malloc(threshold: int) -> int | None:
-    """glibc only: allocations of `threshold` bytes or more (AUDIOROUTER_MALLOC_MMAP_THRESHOLD, default 1 MiB;
-    0 leaves glibc as it is) get their own mappings, given back to the system when freed. glibc otherwise raises
-    that threshold to the size of the largest block freed (up to 32 MiB), after which big buffers (decoded
-    audio, chunk encodings, VAD tensors: megabytes each) come from the per-thread heaps and their pages stay
-    with the process: RSS follows the highest peak ever reached, not what is in use. 1 MiB keeps the buffers of
-    ordinary requests (a 10 s upload is ~0.3 MB) in the heap: at glibc's 128 KiB starting value every such
-    request paid ~230 page faults and ~60 % more CPU; at 1 MiB the CPU per request is unchanged (measured with
-    wrk, multipart and JSON 10 s uploads, server CPU time per request). Setting the threshold also fixes the
-    trim threshold (free memory kept at the top of a heap) at its 128 KiB default, which made JSON requests
-    fault their body buffers in again each time: it is set to twice the threshold, glibc's own ratio when it
-    adjusts them itself (then no more page faults per request than without any of this). Skipped when glibc's
-    MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES already decide it. Returns the threshold set, or None."""
-    if threshold <= 0:
-        return None
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
-        return None
-    if not sys.platform.startswith("linux") or not _glibc():
-        return None  # musl, macOS: other allocators, nothing to set
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        if libc.mallopt(M_MMAP_THRESHOLD, threshold) != 1:  # refused: over 32 MiB
-            return None
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * threshold)
-    except (OSError, AttributeError):
-        return None
-    return threshold
-
-
-def _glibc() -> bool:
-    try:
-        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (ValueError, OSError):
-        return False
 
 
 def _preload_vad(settings, catalog) -> None:

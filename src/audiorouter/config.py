@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # load and warm the local LLM of the voice-chat cascade at start-up (~0.5 s, ~215 MB); None: follows `preload`
     preload_llm: bool | None = None
     # glibc, `serve`: allocations this big or bigger get their own mappings, returned when freed (0: leave
-    # glibc's own policy); see cli._tune_malloc
+    # glibc's own policy); see core/malloc.py
     malloc_mmap_threshold: int = 1024 * 1024
     # FastAPI's built-in OpenTelemetry (spans, metrics, logs for the standard OTEL_* configuration). Off by
     # default: even with no provider configured, its per-request check looked up environment variables and

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..audio.chunking import speech_seconds
+from ..core.malloc import big_buffers
 from ..core.types import Segment, Transcript, Word
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -184,6 +185,13 @@ class WhisperEngine:
         self.load()
         cancelled = cancelled or _never
         beam = max(1, int(beam_size or self.beam_size))
+        with big_buffers():  # the VAD's and the features' buffers too, in this thread (core/malloc.py)
+            return self._transcribe(samples, task=task, language=language, prompt=prompt, temperature=temperature,
+                                    words=words, progress=progress, on_segment=on_segment, cancelled=cancelled,
+                                    vad=vad, beam=beam)
+
+    def _transcribe(self, samples, *, task, language, prompt, temperature, words, progress, on_segment,
+                    cancelled: Callable[[], bool], vad: dict[str, Any] | None, beam: int) -> Transcript:
         if words or temperature:
             return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
                                                temperature=temperature, words=words, progress=progress,
@@ -344,7 +352,8 @@ class WhisperEngine:
             if not batch:
                 continue
             try:
-                results = self._decode(batch)
+                with big_buffers():  # CTranslate2's per-layer buffers from the heap, not mapped anew (core/malloc.py)
+                    results = self._decode(batch)
             except BaseException as e:
                 for w in batch:
                     if not w.future.done():
