@@ -41,9 +41,11 @@ test: lint $(STAMP) sysdeps jsdeps
 	$(PY) -m pytest -q
 
 # The edit-run loop (about two minutes on an idle 2-core box): no lint (`make lint`), no `slow` tests
-# (tests/conftest.py says what is slow and why); the ten slowest are listed, to keep it that way.
+# (tests/conftest.py says what is slow and why), two pytest workers (most tests wait on servers and fakes as
+# much as they compute; each worker runs whole modules, so module fixtures are made once); the ten slowest are
+# listed, to keep it that way. `make test` runs everything in one process, the order CI has always used.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" --durations=10
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=10
 
 bench: $(STAMP) sysdeps
 	$(PY) -m pip install --quiet -e '.[bench]'
