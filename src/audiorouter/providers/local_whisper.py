@@ -185,20 +185,14 @@ class WhisperEngine:
         self.load()
         cancelled = cancelled or _never
         beam = max(1, int(beam_size or self.beam_size))
-        with big_buffers():  # the VAD's and the features' buffers too, in this thread (core/malloc.py)
-            return self._transcribe(samples, task=task, language=language, prompt=prompt, temperature=temperature,
-                                    words=words, progress=progress, on_segment=on_segment, cancelled=cancelled,
-                                    vad=vad, beam=beam)
-
-    def _transcribe(self, samples, *, task, language, prompt, temperature, words, progress, on_segment,
-                    cancelled: Callable[[], bool], vad: dict[str, Any] | None, beam: int) -> Transcript:
-        if words or temperature:
-            return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
-                                               temperature=temperature, words=words, progress=progress,
-                                               on_segment=on_segment, cancelled=cancelled, vad=vad, beam=beam)
-        return self._transcribe_batched(samples, task=task, language=language, prompt=prompt,
-                                        progress=progress, on_segment=on_segment, cancelled=cancelled, vad=vad,
-                                        beam=beam)
+        with big_buffers():  # CTranslate2's per-layer buffers from the heap, not mapped anew (core/malloc.py)
+            if words or temperature:
+                return self._transcribe_sequential(samples, task=task, language=language, prompt=prompt,
+                                                   temperature=temperature, words=words, progress=progress,
+                                                   on_segment=on_segment, cancelled=cancelled, vad=vad, beam=beam)
+            return self._transcribe_batched(samples, task=task, language=language, prompt=prompt,
+                                            progress=progress, on_segment=on_segment, cancelled=cancelled, vad=vad,
+                                            beam=beam)
 
     # ---- batched path ----------------------------------------------------------------------------------
     def _windows(self, samples: np.ndarray, vad: dict[str, Any] | None = None):
@@ -216,8 +210,7 @@ class WhisperEngine:
         return np.ascontiguousarray(pad_or_trim(fe(audio)[..., :-1]), dtype=np.float32)
 
     def _transcribe_batched(self, samples, *, task, language, prompt, progress, on_segment,
-                            cancelled: Callable[[], bool], vad: dict[str, Any] | None = None,
-                            beam: int = 5) -> Transcript:
+                            cancelled: Callable[[], bool], vad: dict[str, Any] | None, beam: int) -> Transcript:
         from faster_whisper.vad import SpeechTimestampsMap
         duration = len(samples) / SAMPLE_RATE
         with self._cv:
@@ -352,8 +345,7 @@ class WhisperEngine:
             if not batch:
                 continue
             try:
-                with big_buffers():  # CTranslate2's per-layer buffers from the heap, not mapped anew (core/malloc.py)
-                    results = self._decode(batch)
+                results = self._decode(batch)  # its callers wait inside big_buffers() (transcribe)
             except BaseException as e:
                 for w in batch:
                     if not w.future.done():
@@ -479,7 +471,7 @@ class WhisperEngine:
     # ---- sequential path (word timestamps, fixed temperature) --------------------------------------------
     def _transcribe_sequential(self, samples, *, task, language, prompt, temperature, words, progress,
                                on_segment, cancelled: Callable[[], bool],
-                               vad: dict[str, Any] | None = None, beam: int = 5) -> Transcript:
+                               vad: dict[str, Any] | None, beam: int) -> Transcript:
         model = self._model
         duration = len(samples) / SAMPLE_RATE
         temps: float | list[float] = [0.0, *FALLBACK_TEMPERATURES] if not temperature else [float(temperature)]

@@ -35,8 +35,7 @@ from ..core import languages
 from ..core.audio import SpeechStream
 from ..core.types import Segment, SpeechRequest, Transcript, TranscriptionRequest, Word
 from .http import Response
-from .openai_compatible import OpenAICompatibleProvider, form_value, malformed, parse_segments
-from .upstream_client import MAX_LINE, LineTooLong
+from .openai_compatible import OpenAICompatibleProvider, form_value, iter_sse_events, malformed, parse_segments
 
 PCM_RATE = 24000
 
@@ -100,37 +99,17 @@ class MistralProvider(OpenAICompatibleProvider):
 
     async def _events(self, resp: Response) -> AsyncIterator[dict[str, Any]]:
         """Server-Sent Events -> JSON payloads (the `event:` name is repeated in the payload's `type`)."""
-        event: str | None = None
-        data: list[str] = []
-        size = 0
-        async for line in resp.aiter_lines():
-            if line.startswith(":"):
-                continue
-            if line == "":
-                if data:
-                    raw = "\n".join(data)
-                    data, size = [], 0
-                    if raw.strip() == "[DONE]":
-                        return
-                    try:
-                        payload = json.loads(raw)
-                    except ValueError:
-                        raise malformed(self.slug, f"event data is not JSON: {raw[:60]!r}") from None
-                    if not isinstance(payload, dict):
-                        raise malformed(self.slug, "event data is not an object")
-                    payload.setdefault("type", event)
-                    yield payload
-                event = None
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-                size += len(value) + 1
-                if size > MAX_LINE:
-                    raise LineTooLong(f"an event of the answer passed {MAX_LINE} characters")
+        async for event, raw in iter_sse_events(resp.aiter_lines(), unended_last=False):
+            if raw.strip() == "[DONE]":
+                return
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                raise malformed(self.slug, f"event data is not JSON: {raw[:60]!r}") from None
+            if not isinstance(payload, dict):
+                raise malformed(self.slug, "event data is not an object")
+            payload.setdefault("type", event)
+            yield payload
 
     async def _pcm_chunks(self, resp: Response, state: dict) -> AsyncIterator[np.ndarray]:
         carry = b""

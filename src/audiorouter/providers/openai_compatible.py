@@ -136,30 +136,41 @@ def parse_openai_transcript(body: Any, task: str, provider: str) -> Transcript:
         logprobs=parse_logprobs(body.get("logprobs"), provider))
 
 
-async def iter_sse_data(lines: AsyncIterator[str], max_event: int = MAX_LINE) -> AsyncIterator[str]:
-    """The data of each event in a text/event-stream (multi-line data joined with newlines); LineTooLong once
-    one event's data passes `max_event` characters."""
+async def iter_sse_events(lines: AsyncIterator[str], max_event: int = MAX_LINE, *,
+                          unended_last: bool = True) -> AsyncIterator[tuple[str | None, str]]:
+    """(event name, data) of each event in a text/event-stream, multi-line data joined with newlines;
+    LineTooLong once one event's data passes `max_event` characters. `unended_last`: an event the stream ends
+    in without its blank line is given too (False: dropped, as the SSE specification says)."""
+    event: str | None = None
     data: list[str] = []
     size = 0
     async for line in lines:
         line = line.rstrip("\r")
         if not line:
             if data:
-                yield "\n".join(data)
-                data, size = [], 0
+                yield event, "\n".join(data)
+            event, data, size = None, [], 0
             continue
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
         if value.startswith(" "):
             value = value[1:]
-        if name == "data":
+        if name == "event":
+            event = value
+        elif name == "data":
             data.append(value)
             size += len(value) + 1
             if size > max_event:
                 raise LineTooLong(f"an event of the answer passed {max_event} characters")
-    if data:
-        yield "\n".join(data)
+    if data and unended_last:
+        yield event, "\n".join(data)
+
+
+async def iter_sse_data(lines: AsyncIterator[str], max_event: int = MAX_LINE) -> AsyncIterator[str]:
+    """The data of each event in a text/event-stream (iter_sse_events without the names)."""
+    async for _, data in iter_sse_events(lines, max_event):
+        yield data
 
 
 def form_value(v: Any) -> Any:

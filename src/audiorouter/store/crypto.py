@@ -56,30 +56,27 @@ def _create_key_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key().decode()
     tmp = path.with_name(f".secret.key.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    linked = False
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-            linked = True
-        except FileExistsError:
-            return  # another process created it first: use theirs
-        except OSError:
-            pass  # no hard links here
-    finally:
-        os.unlink(tmp)
-    if linked:
+        _write_new(tmp, key)
+        os.link(tmp, path)
         return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return
+        return  # another process created it first: use theirs
+    except OSError:
+        pass  # no hard links here: created in place below
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        _write_new(path, key)
+    except FileExistsError:
+        pass
+
+
+def _write_new(path: Path, text: str) -> None:
+    """`text` into a file that must not exist yet (0600), flushed to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(key)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
 
